@@ -1,0 +1,1 @@
+"""Consumers: the pure projections and the runtime that folds the live stream."""

@@ -1,0 +1,1 @@
+"""The built-in projections, each a pure fold: running order, class poles, championship."""

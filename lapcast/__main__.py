@@ -1,0 +1,5 @@
+import sys
+
+from lapcast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,145 @@
+"""Start a private Mosquitto from a config in ``broker-config/``, on a free port.
+
+Used by the test fixtures and by ``lapcast demo``: the template's listener
+ports and persistence folder are rewritten, so no two runs share a broker.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulator.errors import LapcastError
+
+__all__ = ["CONFIG_DIR", "MosquittoProcess", "find_mosquitto", "free_port"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker-config"
+INSTALL_HINT = (
+    "mosquitto not found: install it with `sudo apt-get install -y mosquitto` "
+    "(Debian/Ubuntu) or `brew install mosquitto` (macOS), or pass --broker URL"
+)
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise LapcastError(INSTALL_HINT)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LapcastError(
+                f"mosquitto exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise LapcastError(f"mosquitto did not open port {port} within {timeout} s")
+
+
+@dataclass
+class MosquittoProcess:
+    """A Mosquitto child process. ``ports`` maps each template port to the port used.
+
+    ``replacements`` rewrites any other text of the template (paths of certificates,
+    password and ACL files for the secure profile, for example).
+    """
+
+    config: str = "dev.conf"
+    replacements: dict[str, str] = field(default_factory=dict)
+    workdir: Path | None = None
+    ports: dict[int, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    config_path: Path | None = None
+
+    @property
+    def port(self) -> int:
+        """The first listener's port."""
+        return next(iter(self.ports.values()))
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def render(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="lapcast-mosquitto-"))
+        text = (CONFIG_DIR / self.config).read_text()
+        for old, new in self.replacements.items():
+            text = text.replace(old, new)
+
+        def new_listener(match: re.Match[str]) -> str:
+            old = int(match.group(2))
+            if old not in self.ports:
+                self.ports[old] = free_port()
+            return f"{match.group(1)}{self.ports[old]}"
+
+        text = re.sub(r"(?m)^(listener\s+)(\d+)", new_listener, text)
+        persistence = self.workdir / "data"
+        persistence.mkdir(exist_ok=True)
+        text = re.sub(r"(?m)^persistence_location\s+.*$", f"persistence_location {persistence}/", text)
+        path = self.workdir / self.config
+        path.write_text(text)
+        return path
+
+    def start(self, timeout: float = 10.0) -> MosquittoProcess:
+        binary = find_mosquitto()
+        if self.config_path is None:  # a restart keeps the ports and the persistence
+            self.config_path = self.render()
+        assert self.workdir is not None
+        log = self.workdir / "mosquitto.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(self.config_path)], stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        for port in self.ports.values():
+            _wait_for_port(port, self.proc, timeout, log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop the broker (SIGTERM saves its persistence; SIGKILL does not)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        """Stop and start again on the same ports with the same persistence."""
+        self.stop(sig)
+        self.start()
+
+    def log_text(self) -> str:
+        assert self.workdir is not None
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> MosquittoProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,81 @@
+"""The MQTT topic tree, versioned. Every topic lapcast uses is built here.
+
+``lapcast/v1/sessions/{session}/...``; sessions are independent trees, so a
+clustered broker can spread them and a consumer can be partitioned by session.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "PREFIX",
+    "catchup_request",
+    "catchup_reply_prefix",
+    "consumer_status",
+    "control",
+    "dead_letter",
+    "events",
+    "meta",
+    "session_root",
+    "state",
+    "state_changes",
+    "status",
+    "validate_session_id",
+]
+
+PREFIX: Final = "lapcast/v1/sessions"
+
+
+def validate_session_id(session_id: str) -> str:
+    """A session id is one topic level: no ``/``, ``+``, ``#``, nor empty."""
+    if not session_id or any(c in session_id for c in "/+#\x00") or session_id.startswith("$"):
+        raise ValueError(
+            f"invalid session id {session_id!r}: one topic level, without / + # or a leading $"
+        )
+    return session_id
+
+
+def session_root(session: str) -> str:
+    return f"{PREFIX}/{session}"
+
+
+def events(session: str) -> str:
+    return f"{PREFIX}/{session}/events"
+
+
+def meta(session: str) -> str:
+    return f"{PREFIX}/{session}/meta"
+
+
+def status(session: str) -> str:
+    return f"{PREFIX}/{session}/status"
+
+
+def control(session: str) -> str:
+    return f"{PREFIX}/{session}/control"
+
+
+def catchup_request(session: str) -> str:
+    return f"{PREFIX}/{session}/catchup/request"
+
+
+def catchup_reply_prefix(session: str) -> str:
+    """Replies go to ``.../catchup/reply/{client}``, named by the requester."""
+    return f"{PREFIX}/{session}/catchup/reply"
+
+
+def state(session: str, projection: str) -> str:
+    return f"{PREFIX}/{session}/state/{projection}"
+
+
+def state_changes(session: str, projection: str) -> str:
+    return f"{PREFIX}/{session}/state/{projection}/changes"
+
+
+def dead_letter(session: str) -> str:
+    return f"{PREFIX}/{session}/dead-letter"
+
+
+def consumer_status(session: str, name: str) -> str:
+    return f"{PREFIX}/{session}/consumers/{name}/status"
