@@ -10,8 +10,8 @@ from typing import Final
 
 __all__ = [
     "PREFIX",
-    "catchup_request",
     "catchup_reply_prefix",
+    "catchup_request",
     "consumer_status",
     "control",
     "dead_letter",
