@@ -28,7 +28,8 @@ INSTALL_HINT = (
 
 
 def find_mosquitto() -> str:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+    candidates = (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+    for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
     raise LapcastError(INSTALL_HINT)
@@ -44,9 +45,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LapcastError(
-                f"mosquitto exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
-            )
+            tail = log.read_text(errors="replace")[-2000:]
+            raise LapcastError(f"mosquitto exited with {proc.returncode}: {tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -95,7 +95,9 @@ class MosquittoProcess:
         text = re.sub(r"(?m)^(listener\s+)(\d+)", new_listener, text)
         persistence = self.workdir / "data"
         persistence.mkdir(exist_ok=True)
-        text = re.sub(r"(?m)^persistence_location\s+.*$", f"persistence_location {persistence}/", text)
+        text = re.sub(
+            r"(?m)^persistence_location\s+.*$", f"persistence_location {persistence}/", text
+        )
         path = self.workdir / self.config
         path.write_text(text)
         return path
