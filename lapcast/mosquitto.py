@@ -2,10 +2,12 @@
 
 Used by the test fixtures and by ``lapcast demo``: the template's listener
 ports and persistence folder are rewritten, so no two runs share a broker.
+A listener with a ``certfile`` is a TLS listener: its URL is ``mqtts://``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -69,6 +71,8 @@ class MosquittoProcess:
     ports: dict[int, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     config_path: Path | None = None
+    # Ports (as used, not as in the template) of the listeners that speak TLS.
+    tls_ports: set[int] = field(default_factory=set)
 
     @property
     def port(self) -> int:
@@ -77,7 +81,12 @@ class MosquittoProcess:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        """The first listener's URL: ``mqtts://`` when it is a TLS listener."""
+        return self.url_for(self.port)
+
+    def url_for(self, port: int) -> str:
+        scheme = "mqtts" if port in self.tls_ports else "mqtt"
+        return f"{scheme}://127.0.0.1:{port}"
 
     def render(self) -> Path:
         if self.workdir is None:
@@ -93,6 +102,15 @@ class MosquittoProcess:
             return f"{match.group(1)}{self.ports[old]}"
 
         text = re.sub(r"(?m)^(listener\s+)(\d+)", new_listener, text)
+        # A listener's options follow its `listener` line, up to the next one.
+        for block in re.split(r"(?m)^(?=listener\s)", text)[1:]:
+            if re.search(r"(?m)^certfile\s", block):
+                self.tls_ports.add(int(block.split()[1]))
+        if os.geteuid() == 0 and not re.search(r"(?m)^user\s", text):
+            # Started as root, Mosquitto drops to the `mosquitto` user, which can read
+            # neither our private key and password file nor write the persistence
+            # folder: keep it as the user who started it, as it is for everyone else.
+            text += "\n# Added by lapcast/mosquitto.py: started as root, stay root.\nuser root\n"
         persistence = self.workdir / "data"
         persistence.mkdir(exist_ok=True)
         text = re.sub(
