@@ -1,0 +1,675 @@
+"""Running order: the field as a timing screen shows it, folded one event at a time.
+
+A race ranks by laps, then by the crossing time of the last counted lap, whatever
+the car's status (a retired car keeps its place by distance); qualifying and
+practice rank by best valid lap (ties: who set it first), cars without a time
+after them by laps. A disqualified car ranks last.
+
+Cost: ``apply`` is O(log n) per event. The order lives in ``SortedList``s (the
+whole field and each class) of integer ranking keys, so a lap moves one key
+instead of re-sorting the field; positions, gaps and intervals are derived only
+in ``view()``. Only rare events touch more than one car: ``ChequeredFlag``
+re-counts the cars that carry a penalty or crossed at that very moment, and a
+``LapDeleted`` or ``TimePenalty`` rescans that one car's laps.
+
+A time penalty delays every crossing of the car. Once the chequered flag has
+fallen at ``T``, a car finishes at its first (shifted) crossing at or after
+``T`` and its later laps do not count, so a penalty, even one handed out after
+the race, can cost laps. Each car keeps its crossing times (``array('q')``) so
+that such a penalty re-counts that car alone, with a bisection.
+"""
+
+from __future__ import annotations
+
+import enum
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any, Final
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from consumers.api import Consumer
+from simulator.contract import (
+    CarRetired,
+    ChequeredFlag,
+    Disqualified,
+    Entry,
+    Event,
+    Flag,
+    FlagChanged,
+    LapCompleted,
+    LapDeleted,
+    SectorCompleted,
+    SessionFinished,
+    SessionKind,
+    SessionStarted,
+    TimePenalty,
+)
+
+__all__ = [
+    "CONSUMER",
+    "CarState",
+    "Marker",
+    "RunningOrder",
+    "Status",
+    "apply",
+    "initial",
+    "view",
+]
+
+
+class Status(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    RETIRED = "retired"
+    DISQUALIFIED = "disqualified"
+
+
+class Marker(enum.StrEnum):
+    """How a board colours a time: purple, class colour, green, or plain."""
+
+    OVERALL_BEST = "overall-best"
+    CLASS_BEST = "class-best"
+    PERSONAL_BEST = "personal-best"
+    NONE = ""
+
+
+# --- ranking keys -----------------------------------------------------------------------
+# A key is one int so that SortedList compares machine-word-sized ints, not tuples
+# (about 1.5x faster per insertion). From the low bits up:
+#   car index (24 bits) | b: a time + bias (47 bits) | a: laps or best lap (45 bits)
+#   | "no lap time" (1 bit, qualifying) | disqualified (1 bit)
+# The car index makes every key unique and maps it back to its car.
+_IDX_BITS: Final = 24
+_IDX_MASK: Final = (1 << _IDX_BITS) - 1
+_B_SHIFT: Final = _IDX_BITS
+_B_BITS: Final = 47
+_B_MASK: Final = (1 << _B_BITS) - 1
+_TIME_BIAS: Final = 1 << 45  # session times may be negative (before the start)
+_A_SHIFT: Final = _B_SHIFT + _B_BITS
+_A_BITS: Final = 45
+_A_MASK: Final = (1 << _A_BITS) - 1
+_LAP_CAP: Final = (1 << 30) - 1
+_NO_TIME_BIT: Final = 1 << (_A_SHIFT + _A_BITS)
+_DQ_BIT: Final = _NO_TIME_BIT << 1
+
+# "No sector time yet": larger than any real time, so `time < best` needs no None test.
+_NO_TIME: Final = 1 << 62
+
+
+def _key(a: int, b: int, idx: int) -> int:
+    return (
+        ((a & _A_MASK) << _A_SHIFT)
+        | (min(max(b + _TIME_BIAS, 0), _B_MASK) << _B_SHIFT)
+        | idx
+    )
+
+
+class CarState:
+    """Everything the running order knows about one car."""
+
+    __slots__ = (
+        "after_flag",
+        "best_lap",
+        "best_ms",
+        "best_time",
+        "car",
+        "car_class",
+        "counted",
+        "crossings",
+        "disqualified",
+        "driver",
+        "drivers",
+        "finished",
+        "idx",
+        "in_pit",
+        "key",
+        "lap_nos",
+        "lap_times",
+        "last_lap",
+        "last_lap_ms",
+        "last_sectors",
+        "manufacturer",
+        "penalty_ms",
+        "pit_stops",
+        "prev_in_pit",
+        "retired",
+        "sector_bests",
+        "team",
+        "valid",
+    )
+
+    def __init__(self, *, car: str, idx: int, car_class: str, team: str,
+                 manufacturer: str, drivers: list[str], sectors: int) -> None:
+        self.car = car
+        self.idx = idx
+        self.car_class = car_class
+        self.team = team
+        self.manufacturer = manufacturer
+        self.drivers = drivers
+        self.driver = drivers[0] if drivers else ""
+        # One entry per lap completed, in order: crossing time, lap number, lap time
+        # (-1: untimed), and whether the lap may count as a best lap.
+        self.crossings = array("q")
+        self.lap_nos = array("q")
+        self.lap_times = array("q")
+        self.valid = bytearray()
+        self.counted = 0  # laps that count (a penalty can push the finish earlier)
+        self.penalty_ms = 0
+        self.finished = False  # took the flag (shifted by its penalty)
+        self.after_flag = False  # crossed the line after the flag (unshifted): laps stop
+        self.retired = False
+        self.disqualified = False
+        self.last_lap: int | None = None
+        self.last_lap_ms: int | None = None
+        self.best_ms: int | None = None
+        self.best_lap: int | None = None
+        self.best_time = 0  # session time the best lap was set: first to set it ranks first
+        self.sector_bests = [_NO_TIME] * sectors
+        self.last_sectors: list[int | None] = [None] * sectors
+        self.pit_stops = 0
+        self.prev_in_pit = False  # the last lap was an in-lap
+        self.in_pit = False
+        self.key = 0
+
+    @property
+    def laps(self) -> int:
+        return self.lap_nos[self.counted - 1] if self.counted else 0
+
+    @property
+    def elapsed_ms(self) -> int | None:
+        return self.crossings[self.counted - 1] + self.penalty_ms if self.counted else None
+
+    @property
+    def status(self) -> Status:
+        if self.disqualified:
+            return Status.DISQUALIFIED
+        if self.retired:
+            return Status.RETIRED
+        if self.finished:
+            return Status.FINISHED
+        return Status.RUNNING
+
+
+class RunningOrder:
+    """The fold's state: cars, the order of the field, session-wide bests."""
+
+    __slots__ = (
+        "by_idx",
+        "cars",
+        "chequered_ms",
+        "class_order",
+        "class_sector_bests",
+        "classes",
+        "finished",
+        "flag",
+        "last_cross_ms",
+        "last_crossers",
+        "order",
+        "penalized",
+        "race",
+        "sector_bests",
+        "sectors",
+        "session_kind",
+        "session_time_ms",
+    )
+
+    def __init__(self) -> None:
+        self.session_kind = SessionKind.RACE
+        self.race = True
+        self.sectors = 3
+        self.session_time_ms = 0
+        self.flag: Flag | None = None
+        self.chequered_ms: int | None = None
+        self.finished = False
+        self.classes: list[str] = []
+        self.cars: dict[str, CarState] = {}
+        self.by_idx: list[CarState] = []
+        self.order: SortedList = SortedList()
+        self.class_order: dict[str, SortedList] = {}
+        self.sector_bests: list[int] = [_NO_TIME] * self.sectors
+        self.class_sector_bests: dict[str, list[int]] = {}
+        self.penalized: set[str] = set()
+        # Cars that crossed the line at `last_cross_ms`: the chequered flag may fall at
+        # the very moment of their crossing, which then is their finish.
+        self.last_cross_ms: int | None = None
+        self.last_crossers: list[str] = []
+
+
+def initial() -> RunningOrder:
+    return RunningOrder()
+
+
+# --- keeping the order ------------------------------------------------------------------
+
+
+def _rank_key(state: RunningOrder, car: CarState) -> int:
+    if state.race:
+        counted = car.counted
+        if counted:
+            key = _key(_LAP_CAP - car.lap_nos[counted - 1],
+                       car.crossings[counted - 1] + car.penalty_ms, car.idx)
+        else:
+            key = _key(_LAP_CAP, 0, car.idx)
+    elif car.best_ms is not None:
+        key = _key(car.best_ms, car.best_time, car.idx)
+    else:
+        counted = car.counted
+        last = car.crossings[counted - 1] if counted else 0
+        key = _NO_TIME_BIT | _key(_LAP_CAP - car.laps, last, car.idx)
+    if car.disqualified:
+        key |= _DQ_BIT
+    return key
+
+
+def _reposition(state: RunningOrder, car: CarState) -> None:
+    key = _rank_key(state, car)
+    old = car.key
+    if key == old:
+        return
+    class_order = state.class_order[car.car_class]
+    state.order.remove(old)
+    class_order.remove(old)
+    state.order.add(key)
+    class_order.add(key)
+    car.key = key
+
+
+def _add_car(state: RunningOrder, car_no: str, entry: Entry | None) -> CarState:
+    car_class = entry.car_class if entry is not None else ""
+    car = CarState(
+        car=car_no,
+        idx=len(state.by_idx),
+        car_class=car_class,
+        team=entry.team if entry is not None else "",
+        manufacturer=entry.manufacturer if entry is not None else "",
+        drivers=list(entry.drivers) if entry is not None else [],
+        sectors=state.sectors,
+    )
+    state.cars[car_no] = car
+    state.by_idx.append(car)
+    if car_class not in state.class_order:
+        state.class_order[car_class] = SortedList()
+        state.class_sector_bests[car_class] = [_NO_TIME] * state.sectors
+        if car_class not in state.classes:
+            state.classes.append(car_class)
+    car.key = _rank_key(state, car)
+    state.order.add(car.key)
+    state.class_order[car_class].add(car.key)
+    return car
+
+
+def _car(state: RunningOrder, car_no: str) -> CarState:
+    car = state.cars.get(car_no)
+    return car if car is not None else _add_car(state, car_no, None)
+
+
+def _recount(state: RunningOrder, car: CarState) -> None:
+    """Which laps count, given the flag and the car's penalty: O(log laps)."""
+    crossings = car.crossings
+    n = len(crossings)
+    flag_ms = state.chequered_ms
+    if flag_ms is None:
+        car.counted, car.finished = n, False
+        return
+    first = bisect_left(crossings, flag_ms - car.penalty_ms)
+    if first < n:
+        car.counted, car.finished = first + 1, True
+    else:
+        car.counted, car.finished = n, False
+
+
+def _rescan_best(car: CarState) -> None:
+    """The car's best valid lap, from its own laps (after a deletion)."""
+    best_ms: int | None = None
+    best_lap: int | None = None
+    best_time = 0
+    lap_times, valid = car.lap_times, car.valid
+    for i in range(len(lap_times)):
+        ms = lap_times[i]
+        if valid[i] and ms >= 0 and (best_ms is None or ms < best_ms):
+            best_ms, best_lap, best_time = ms, car.lap_nos[i], car.crossings[i]
+    car.best_ms, car.best_lap, car.best_time = best_ms, best_lap, best_time
+
+
+def _grow_sectors(state: RunningOrder, count: int) -> None:
+    # A source with more sectors than SessionStarted announced: widen every list once.
+    extra = count - state.sectors
+    state.sectors = count
+    state.sector_bests.extend([_NO_TIME] * extra)
+    for bests in state.class_sector_bests.values():
+        bests.extend([_NO_TIME] * extra)
+    for car in state.by_idx:
+        car.sector_bests.extend([_NO_TIME] * extra)
+        car.last_sectors.extend([None] * extra)
+
+
+def _sector_time(state: RunningOrder, car: CarState, i: int, ms: int) -> None:
+    # A class best is never above a personal best, nor the overall best above a class
+    # best: most sector times stop at the first comparison.
+    bests = car.sector_bests
+    if ms < bests[i]:
+        bests[i] = ms
+        class_bests = state.class_sector_bests[car.car_class]
+        if ms < class_bests[i]:
+            class_bests[i] = ms
+            if ms < state.sector_bests[i]:
+                state.sector_bests[i] = ms
+
+
+# --- one function per event type --------------------------------------------------------
+
+
+def _session_started(state: RunningOrder, ev: SessionStarted) -> None:
+    state.session_kind = SessionKind(ev.session_kind)  # a str when built by hand
+    state.race = state.session_kind is SessionKind.RACE
+    if ev.sectors > state.sectors:
+        _grow_sectors(state, ev.sectors)
+    for name in ev.classes:
+        if name not in state.classes:
+            state.classes.append(name)
+    for entry in ev.entries:
+        car = state.cars.get(entry.car)
+        if car is None:
+            _add_car(state, entry.car, entry)
+    for car in state.by_idx:  # the kind decides the ranking: rekey the (empty) field
+        _reposition(state, car)
+
+
+def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
+    car = state.cars.get(ev.car)
+    if car is None:
+        car = _add_car(state, ev.car, None)
+    t = ev.session_time_ms
+    ms = ev.lap_time_ms
+    # A lap that ends after the car already took the flag (a cool-down lap) counts
+    # for nothing; a race's lap 1 arrives with valid=False from the loader.
+    cooldown = car.after_flag
+    eligible = ev.valid and not cooldown and ms is not None
+    car.crossings.append(t)
+    car.lap_nos.append(ev.lap)
+    car.lap_times.append(-1 if ms is None else ms)
+    car.valid.append(eligible)
+    car.driver = ev.driver or car.driver
+    car.last_lap = ev.lap
+    car.last_lap_ms = ms
+
+    if car.prev_in_pit:  # the lap after an in-lap completes the stop
+        car.pit_stops += 1
+    car.prev_in_pit = car.in_pit = ev.in_pit
+
+    sectors = ev.sector_times_ms
+    if sectors:
+        if len(sectors) > state.sectors:
+            _grow_sectors(state, len(sectors))
+        first_lap = state.race and ev.lap == 1
+        last = car.last_sectors
+        for i, s in enumerate(sectors):
+            last[i] = s
+            # A race's first sector 1 is timed from the start line, not the finish line.
+            if s is not None and not cooldown and not (first_lap and i == 0):
+                _sector_time(state, car, i, s)
+
+    flag_ms = state.chequered_ms
+    if flag_ms is None:
+        car.counted = len(car.crossings)
+    else:
+        if t >= flag_ms:
+            car.after_flag = True
+        if not car.finished:
+            car.counted = len(car.crossings)
+            car.finished = t + car.penalty_ms >= flag_ms
+
+    improved = eligible and (car.best_ms is None or ms < car.best_ms)  # type: ignore[operator]
+    if improved:
+        car.best_ms, car.best_lap, car.best_time = ms, ev.lap, t
+    if state.race or improved or car.best_ms is None:
+        _reposition(state, car)
+
+    if t != state.last_cross_ms:
+        state.last_cross_ms = t
+        state.last_crossers = [ev.car]
+    else:
+        state.last_crossers.append(ev.car)
+
+
+def _sector_completed(state: RunningOrder, ev: SectorCompleted) -> None:
+    car = _car(state, ev.car)
+    i = ev.sector - 1
+    if ev.sector > state.sectors:
+        _grow_sectors(state, ev.sector)
+    last = car.last_sectors
+    if i == 0:  # a new lap has begun: its sectors replace the previous lap's
+        for j in range(len(last)):
+            last[j] = None
+    last[i] = ev.sector_time_ms
+    car.in_pit = False  # it is out on track again
+    if ev.driver:
+        car.driver = ev.driver
+    if not (state.race and ev.lap == 1 and i == 0) and not car.after_flag:
+        _sector_time(state, car, i, ev.sector_time_ms)
+
+
+def _lap_deleted(state: RunningOrder, ev: LapDeleted) -> None:
+    car = state.cars.get(ev.car)
+    if car is None:
+        return
+    i = bisect_left(car.lap_nos, ev.lap)
+    if i >= len(car.lap_nos) or car.lap_nos[i] != ev.lap or not car.valid[i]:
+        return
+    car.valid[i] = False
+    if car.best_lap == ev.lap:
+        _rescan_best(car)
+        _reposition(state, car)
+
+
+def _time_penalty(state: RunningOrder, ev: TimePenalty) -> None:
+    car = _car(state, ev.car)
+    car.penalty_ms += ev.penalty_ms
+    state.penalized.add(ev.car)
+    _recount(state, car)
+    _reposition(state, car)
+
+
+def _disqualified(state: RunningOrder, ev: Disqualified) -> None:
+    car = _car(state, ev.car)
+    car.disqualified = True
+    _reposition(state, car)
+
+
+def _car_retired(state: RunningOrder, ev: CarRetired) -> None:
+    _car(state, ev.car).retired = True
+
+
+def _flag_changed(state: RunningOrder, ev: FlagChanged) -> None:
+    state.flag = Flag(ev.flag)
+
+
+def _chequered(state: RunningOrder, ev: ChequeredFlag) -> None:
+    flag_ms = ev.session_time_ms
+    state.chequered_ms = flag_ms
+    state.flag = Flag.CHEQUERED
+    # Only a car with a penalty, or one that crossed at this very moment, can already
+    # be at or past the flag: every other car finishes at its next crossing.
+    touched = set(state.penalized)
+    if state.last_cross_ms is not None and state.last_cross_ms >= flag_ms:
+        touched.update(state.last_crossers)
+        for car_no in state.last_crossers:
+            state.cars[car_no].after_flag = True
+    for car_no in sorted(touched):
+        car = state.cars[car_no]
+        _recount(state, car)
+        _reposition(state, car)
+
+
+def _session_finished(state: RunningOrder, ev: SessionFinished) -> None:
+    state.finished = True
+
+
+_HANDLERS: Final[dict[type, Callable[[RunningOrder, Any], None]]] = {
+    SessionStarted: _session_started,
+    LapCompleted: _lap_completed,
+    SectorCompleted: _sector_completed,
+    LapDeleted: _lap_deleted,
+    TimePenalty: _time_penalty,
+    Disqualified: _disqualified,
+    CarRetired: _car_retired,
+    FlagChanged: _flag_changed,
+    ChequeredFlag: _chequered,
+    SessionFinished: _session_finished,
+}
+
+
+def apply(state: RunningOrder, event: Event) -> RunningOrder:
+    """Fold one event into the running order (in place), in O(log n)."""
+    state.session_time_ms = event.session_time_ms
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        handler(state, event)
+    return state
+
+
+# --- the view: positions, gaps and markers, derived once per publication ----------------
+
+
+def _marker(ms: int | None, overall: int | None, class_best: int | None,
+            personal: int | None) -> str:
+    if ms is None:
+        return Marker.NONE.value
+    if ms == overall:
+        return Marker.OVERALL_BEST.value
+    if ms == class_best:
+        return Marker.CLASS_BEST.value
+    if ms == personal:
+        return Marker.PERSONAL_BEST.value
+    return Marker.NONE.value
+
+
+def _gap(race: bool, car: CarState, ref: CarState | None) -> tuple[int | None, int]:
+    """``(ms, laps)`` behind ``ref``: laps when lapped, else milliseconds."""
+    if ref is None or ref is car or car.disqualified:
+        return None, 0
+    if race:
+        laps, ref_laps = car.laps, ref.laps
+        if not laps or not ref_laps:
+            return None, 0
+        if ref_laps > laps:
+            return None, ref_laps - laps
+        return car.elapsed_ms - ref.elapsed_ms, 0  # type: ignore[operator]
+    if car.best_ms is None or ref.best_ms is None:
+        return None, 0
+    return car.best_ms - ref.best_ms, 0
+
+
+def _best_of(cars: list[CarState]) -> CarState | None:
+    best: CarState | None = None
+    for car in cars:
+        if car.best_ms is not None and not car.disqualified and (
+            best is None or (car.best_ms, car.best_time, car.idx)
+            < (best.best_ms, best.best_time, best.idx)
+        ):
+            best = car
+    return best
+
+
+def _none_if_unset(times: list[int]) -> list[int | None]:
+    return [None if t == _NO_TIME else t for t in times]
+
+
+def view(state: RunningOrder) -> dict[str, Any]:
+    """The running order as published: one row per car, in position order."""
+    race = state.race
+    ordered = [state.by_idx[key & _IDX_MASK] for key in state.order]
+    fastest = _best_of(ordered)
+    class_fastest = {
+        name: _best_of([state.by_idx[key & _IDX_MASK] for key in keys])
+        for name, keys in state.class_order.items()
+    }
+    overall_sectors = state.sector_bests
+    class_position: dict[str, int] = {}
+    class_leader: dict[str, CarState] = {}
+    class_prev: dict[str, CarState] = {}
+    rows: list[dict[str, Any]] = []
+    leader: CarState | None = None
+    prev: CarState | None = None
+    for position, car in enumerate(ordered, 1):
+        name = car.car_class
+        class_position[name] = class_position.get(name, 0) + 1
+        c_leader = class_leader.setdefault(name, car)
+        gap_ms, gap_laps = _gap(race, car, leader)
+        int_ms, int_laps = _gap(race, car, prev)
+        c_gap_ms, c_gap_laps = _gap(race, car, c_leader)
+        c_int_ms, c_int_laps = _gap(race, car, class_prev.get(name))
+        class_best_car = class_fastest.get(name)
+        if car.last_lap is not None and car.last_lap == car.best_lap:
+            if car is fastest:
+                last_marker = Marker.OVERALL_BEST.value
+            elif car is class_best_car:
+                last_marker = Marker.CLASS_BEST.value
+            else:
+                last_marker = Marker.PERSONAL_BEST.value
+        else:
+            last_marker = Marker.NONE.value
+        class_sectors = state.class_sector_bests[name]
+        bests = car.sector_bests
+        rows.append({
+            "position": position,
+            "class_position": class_position[name],
+            "car": car.car,
+            "class": name,
+            "team": car.team,
+            "manufacturer": car.manufacturer,
+            "driver": car.driver,
+            "status": car.status.value,
+            "laps": car.laps,
+            "elapsed_ms": car.elapsed_ms,
+            "gap_ms": gap_ms,
+            "gap_laps": gap_laps,
+            "interval_ms": int_ms,
+            "interval_laps": int_laps,
+            "class_gap_ms": c_gap_ms,
+            "class_gap_laps": c_gap_laps,
+            "class_interval_ms": c_int_ms,
+            "class_interval_laps": c_int_laps,
+            "best_lap_ms": car.best_ms,
+            "best_lap": car.best_lap,
+            "last_lap_ms": car.last_lap_ms,
+            "last_lap": car.last_lap,
+            "last_lap_marker": last_marker,
+            "sector_bests_ms": _none_if_unset(bests),
+            "sector_markers": [
+                _marker(None if b == _NO_TIME else b, overall_sectors[i], class_sectors[i], b)
+                for i, b in enumerate(bests)
+            ],
+            "last_sectors_ms": list(car.last_sectors),
+            "last_sector_markers": [
+                _marker(s, overall_sectors[i], class_sectors[i], bests[i])
+                for i, s in enumerate(car.last_sectors)
+            ],
+            "pit_stops": car.pit_stops,
+            "in_pit": car.in_pit,
+            "penalty_ms": car.penalty_ms,
+        })
+        if leader is None:
+            leader = car
+        prev = car
+        class_prev[name] = car
+    return {
+        "session_kind": state.session_kind.value,
+        "session_time_ms": state.session_time_ms,
+        "flag": str(state.flag) if state.flag is not None else None,
+        "chequered": state.chequered_ms is not None,
+        "finished": state.finished,
+        "classes": list(state.classes),
+        "rows": rows,
+    }
+
+
+CONSUMER: Final = Consumer(
+    name="running-order",
+    description="overall and class positions, gaps, laps, bests, pit stops, status",
+    initial=initial,
+    apply=apply,
+    view=view,
+)
