@@ -1,0 +1,149 @@
+"""Checkpoints: a consumer's state and the ``(epoch, seq)`` it reflects, in one file.
+
+Written atomically (temporary file, fsync, rename, fsync of the folder), so a
+``kill -9`` at any moment leaves either the previous checkpoint or the new one,
+never half of one. State and position are pickled together, which is the whole
+point: a state without the seq it reflects could not be resumed exactly once.
+
+The file is a pickle, so it is as trusted as the state folder that holds it (the
+consumer's own; never load a checkpoint somebody else handed you).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from consumers.api import Consumer
+from consumers.folding import Folder
+from simulator.errors import LapcastError
+
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "checkpoint_path", "load", "save"]
+
+FORMAT = 1
+
+log = structlog.get_logger()
+
+
+class CheckpointError(LapcastError):
+    """A checkpoint file could not be written (names the file)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """What a checkpoint holds: whose state, at which position, and the state."""
+
+    session_id: str
+    consumer: str
+    epoch: int
+    seq: int
+    state: Any
+    # Latest engine publish time (wall-clock ns) reflected, for the state stamp.
+    published_at_ns: int = 0
+    # Session time of the last event applied, for the state stamp.
+    session_time_ms: int = 0
+
+    def folder(self, consumer: Consumer[Any]) -> Folder[Any]:
+        """A folder for ``consumer`` resumed at this checkpoint."""
+        folder: Folder[Any] = Folder(consumer)
+        folder.epoch, folder.seq, folder.state = self.epoch, self.seq, self.state
+        return folder
+
+
+def checkpoint_path(state_dir: Path, session_id: str, consumer: str) -> Path:
+    return state_dir / session_id / f"{consumer}.checkpoint"
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
+    # The consumer is stored by name, not pickled: the runner already holds it, and
+    # a consumer given as module:attr would not be found again by name.
+    data = {
+        "format": FORMAT,
+        "session_id": checkpoint.session_id,
+        "consumer": checkpoint.consumer,
+        "epoch": checkpoint.epoch,
+        "seq": checkpoint.seq,
+        "published_at_ns": checkpoint.published_at_ns,
+        "session_time_ms": checkpoint.session_time_ms,
+        "state": checkpoint.state,
+    }
+    try:
+        payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise CheckpointError(
+            f"{path}: state of {checkpoint.consumer!r} is not picklable: {exc}"
+        ) from exc
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(payload)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        # The rename is durable only once the folder's entry is on disk too.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
+
+
+def load(path: Path, *, session_id: str, consumer: str) -> Checkpoint | None:
+    """The checkpoint at ``path``, or None if there is none usable.
+
+    A file that does not unpickle, or belongs to another session or consumer, is
+    set aside (renamed ``*.unusable``) with a warning: folding again from seq 1 is
+    always correct, merely slower.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+    reason: str | None = None
+    try:
+        data = pickle.loads(raw)
+    except Exception as exc:  # a damaged file can raise anything from unpickling
+        data, reason = None, f"does not unpickle ({type(exc).__name__}: {exc})"
+    if reason is None:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            reason = "not a lapcast checkpoint of format 1"
+        elif data.get("session_id") != session_id:
+            reason = f"belongs to session {data.get('session_id')!r}, not {session_id!r}"
+        elif data.get("consumer") != consumer:
+            reason = f"belongs to consumer {data.get('consumer')!r}, not {consumer!r}"
+        elif not all(isinstance(data.get(k), int) and data[k] >= 0 for k in ("epoch", "seq")):
+            reason = "has no valid (epoch, seq)"
+    if reason is not None:
+        aside = path.with_name(path.name + ".unusable")
+        with contextlib.suppress(OSError):
+            os.replace(path, aside)
+        log.warning("checkpoint ignored", path=str(path), reason=reason, moved_to=str(aside))
+        return None
+    assert isinstance(data, dict)
+    return Checkpoint(
+        session_id=session_id,
+        consumer=consumer,
+        epoch=data["epoch"],
+        seq=data["seq"],
+        state=data["state"],
+        published_at_ns=int(data.get("published_at_ns", 0)),
+        session_time_ms=int(data.get("session_time_ms", 0)),
+    )
