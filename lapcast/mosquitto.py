@@ -112,7 +112,7 @@ class MosquittoProcess:
             # folder: keep it as the user who started it, as it is for everyone else.
             text += "\n# Added by lapcast/mosquitto.py: started as root, stay root.\nuser root\n"
         persistence = self.workdir / "data"
-        persistence.mkdir(exist_ok=True)
+        persistence.mkdir(parents=True, exist_ok=True)
         text = re.sub(
             r"(?m)^persistence_location\s+.*$", f"persistence_location {persistence}/", text
         )
