@@ -281,6 +281,7 @@ class CheckedClient(aiomqtt.Client):
     def __init__(self, *args: Any, broker: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.broker = broker or f"{kwargs.get('hostname', '?')}:{kwargs.get('port', '?')}"
+        self._tls = kwargs.get("tls_context") is not None
         # The broker's MQTT v5 Maximum Packet Size, learnt from the CONNACK.
         self.max_packet_size: int | None = None
         # PUBACK refusals by mid, until the publisher that waits for them takes them.
@@ -322,6 +323,12 @@ class CheckedClient(aiomqtt.Client):
             if isinstance(cause, ssl.SSLError):
                 raise BrokerError(f"{self.broker}: TLS handshake failed ({cause.reason}): "
                                   "is this a TLS listener (mqtts://)?") from exc
+            if self._tls and isinstance(cause, ConnectionResetError):
+                # Mosquitto resets a plain listener's connection on a TLS hello; a broker
+                # going down does the same, so this stays worth retrying, with a hint.
+                raise aiomqtt.MqttError(f"{self.broker}: connection reset during the TLS "
+                                        "handshake: is this a TLS listener (mqtts://)?"
+                                        ) from exc
             raise
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
