@@ -22,7 +22,8 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--broker", default=DEFAULT_BROKER, metavar="URL",
                        help=f"mqtt://HOST:PORT or mqtts://HOST:PORT (default {DEFAULT_BROKER})")
     group.add_argument("--username", help=f"MQTT username (or ${ENV_USERNAME})")
-    group.add_argument("--password", help=f"MQTT password (or ${ENV_PASSWORD}); never logged")
+    group.add_argument("--password", help=f"MQTT password (or ${ENV_PASSWORD}, which `ps` "
+                       "does not show); never logged")
     group.add_argument("--ca-file", metavar="PEM",
                        help=f"CA certificate that signed the broker's (or ${ENV_CA_FILE})")
 
