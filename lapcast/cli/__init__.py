@@ -23,6 +23,7 @@ __all__ = ["build_parser", "main"]
 # Subcommand modules, in the order `lapcast --help` lists them.
 COMMANDS = (
     "fold",
+    "board",
     "consume",
     "consumers",
 )

@@ -1,0 +1,56 @@
+"""``lapcast board``: the live timing board in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from lapcast.board import BoardSettings, run_board
+from lapcast.cli.common import add_broker_options, broker_settings
+from simulator.topics import validate_session_id
+
+__all__ = ["register"]
+
+
+def positive_fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"frames per second must be in (0, 60], not {text}")
+    return value
+
+
+def session_id(text: str) -> str:
+    try:
+        return validate_session_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "board", help="the live timing board in the terminal",
+        description="Show a session's live timing board: per-class tables, class poles, "
+        "the championship and the clock. It reads the retained projection states, so it "
+        "is complete at once when started late.",
+    )
+    add_broker_options(parser)
+    parser.add_argument("--session", required=True, type=session_id, metavar="ID",
+                        help="the session to show")
+    parser.add_argument("--fps", type=positive_fps, default=8.0, metavar="N",
+                        help="redraws per second at most (default 8)")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="exit once the replay has finished and the board shows its "
+                        "final state (for scripts)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = BoardSettings(session_id=args.session, fps=args.fps,
+                             exit_when_done=args.exit_when_done)
+    broker = broker_settings(args)
+    asyncio.run(run_board(broker, settings))
+    return 0
