@@ -437,28 +437,30 @@ class _Loader:
                 raise self._lap_order_error(car, laps, i)
 
     def _lap_order_error(self, car: str, laps: list[_Row], i: int) -> SourceError:
-        # One wrong cell breaks the order next to it: name the odd one of the two
-        # neighbours, so the error points at the line to fix.
+        # One wrong cell (a LAP_NUMBER, or a NUMBER that moved a line to this car)
+        # breaks the order at rows i-1 and i: name the odd one, so that the error
+        # points at the line to fix.
         n = len(laps)
-        culprit = i
-        if i >= 2 and laps[i].lap <= laps[i - 2].lap:
+        lap = [r.lap for r in laps]
+        if i >= 2 and lap[i] <= lap[i - 2]:
             culprit = i  # too small even against the lap before
-        elif i + 1 < n and laps[i + 1].lap <= laps[i - 1].lap:
+        elif i + 1 < n and lap[i + 1] <= lap[i - 1]:
             culprit = i - 1  # too big even against the lap after
-        elif i >= 2 and all(r.lap_time is not None for r in laps[i - 1 : i + 1]):
-            # Two lines claim neighbouring laps: the genuine one's LAP_TIME is the time
-            # since the car's crossing before the pair.
-            before = laps[i - 2].t
-
-            def misfit(r: _Row) -> int:
-                return abs(r.t - before - (r.lap_time or 0))
-
-            culprit = i - 1 if misfit(laps[i - 1]) > misfit(laps[i]) else i
         else:
-            offsets = Counter(r.lap - k for k, r in enumerate(laps))
-            usual = offsets.most_common(1)[0][0]
-            if laps[i].lap - i == usual and laps[i - 1].lap - (i - 1) != usual:
-                culprit = i - 1
+            first_fits = i < 2 or lap[i - 1] == lap[i - 2] + 1
+            second_fits = i + 1 >= n or lap[i] == lap[i + 1] - 1
+            if first_fits != second_fits:
+                culprit = i if first_fits else i - 1
+            elif i >= 2 and laps[i - 1].lap_time is not None and laps[i].lap_time is not None:
+                # Both fit their neighbours: a line of another car. The car's own line
+                # has a LAP_TIME equal to the time since its crossing before the pair.
+                before = laps[i - 2].t
+                misfit = [abs(r.t - before - (r.lap_time or 0)) for r in laps[i - 1 : i + 1]]
+                culprit = i - 1 if misfit[0] > misfit[1] else i
+            else:
+                offsets = Counter(x - k for k, x in enumerate(lap))
+                usual = offsets.most_common(1)[0][0]
+                culprit = i - 1 if lap[i] - i == usual and lap[i - 1] - (i - 1) != usual else i
         row = laps[culprit]
         shown = ", ".join(str(r.lap) for r in laps[max(0, i - 2) : i + 2])
         return self.error(f"car {car}: lap {row.lap} is out of order (in crossing order the "
@@ -467,7 +469,8 @@ class _Loader:
 
 
 def _car_key(car: str) -> tuple[int, int, str]:
-    # Numbers sort numerically ("7" < "12"), "007" after "7"; other names after numbers.
+    # Numbers sort numerically ("7" < "12"; "007" before "7" by the text), then other
+    # names: any total order on the number makes ties deterministic.
     if car.isascii() and car.isdigit():
         return (0, int(car), car)
     return (1, 0, car)
