@@ -155,6 +155,10 @@ class SessionStarted(EventBase, frozen=True, kw_only=True):
     championship: ChampionshipSetup | None = None
     sectors: PositiveInt = 3
     source: str = ""
+    # Values of this event that a scenario synthesized rather than took from a
+    # publication, as dotted paths ("scheduled_start", "entries.25.drivers",
+    # "championship.standings.51.places"). Empty for real timing exports.
+    synthesized: list[str] = []
 
 
 class LapCompleted(EventBase, frozen=True, kw_only=True):
