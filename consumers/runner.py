@@ -517,6 +517,10 @@ class ConsumerRunner:
 
     async def _take_reply(self, request: CatchupRequest, reply: CatchupReply,
                           where: str) -> None:
+        if reply.current_epoch > request.epoch:
+            # A backward seek (or a new engine run) voided the epoch asked for.
+            self.sequencer.learn_epoch(reply.current_epoch)
+            return
         if reply.error:
             raise CatchupUnavailable(f"catch-up of epoch {request.epoch} seq "
                                      f"{request.from_seq}.. refused: {reply.error}")
@@ -528,11 +532,8 @@ class ConsumerRunner:
                 raise CatchupUnavailable(f"{where}: events of another session")
             self._offer(event, None)
         if reply.final:
-            if reply.current_epoch > request.epoch:
-                self.sequencer.learn_epoch(reply.current_epoch)
-            else:
-                self.sequencer.learn_head(request.epoch, reply.last_seq,
-                                          synced=request.to_seq is None)
+            self.sequencer.learn_head(request.epoch, reply.last_seq,
+                                      synced=request.to_seq is None)
             self._track_lag()
         # Let live messages and publications through between two chunks.
         await asyncio.sleep(0)

@@ -1,0 +1,342 @@
+"""The live consumer runner over a real Mosquitto, as real `lapcast consume` processes.
+
+A test publisher plays the engine's part of the contract (events with
+``published_at_ns``, batches, the retained status, a journal file to catch up
+from); the consumer here is a small one defined in this file (laps per car), run
+as ``test_runner:LAPS`` with this folder on the subprocess's PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from consumers import checkpoint
+from consumers.api import Consumer
+from consumers.folding import fold_all
+from consumers.testing import (
+    TestPublisher,
+    consumer_process,
+    stop_process,
+    wait_for,
+    write_journal,
+)
+from lapcast.mosquitto import MosquittoProcess
+from simulator import topics
+from simulator.contract import Event, LapCompleted, encode
+from simulator.replay.testing import generated_events
+
+TESTS = Path(__file__).resolve().parent
+NAME = "test_runner:LAPS"
+
+
+def _count(laps: dict[str, int], event: Event) -> dict[str, int]:
+    if isinstance(event, LapCompleted):
+        laps[event.car] = laps.get(event.car, 0) + 1
+    return laps
+
+
+LAPS = Consumer(name="laps", description="laps completed per car", initial=dict, apply=_count)
+
+
+def offline(events: list[Event]) -> Any:
+    return msgspec.to_builtins(fold_all([LAPS], events)[0].view())
+
+
+class Harness:
+    """One session's topics, journal and consumer processes, cleaned up after the test."""
+
+    def __init__(self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
+        self.url = broker.url
+        self.session_id = session_id
+        self.journal = tmp_path / "journal.jsonl"
+        self.state_dir = tmp_path / "state"
+        self.log = tmp_path / "consumer.log"
+        self.state_topic = topics.state(session_id, "laps")
+        self.health_topic = topics.consumer_status(session_id, "laps")
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *extra: str, journal: bool = True) -> subprocess.Popen[bytes]:
+        proc = consumer_process(
+            NAME, broker_url=self.url, session_id=self.session_id, state_dir=self.state_dir,
+            journal=self.journal if journal else None,
+            extra=["--checkpoint-events", "50", "--publish-ms", "20", *extra],
+            pythonpath=[TESTS], log_file=self.log,
+        )
+        self.procs.append(proc)
+        return proc
+
+    async def ready(self) -> Any:
+        """Wait until the consumer has subscribed (it then publishes its health)."""
+        return await wait_for(self.url, self.health_topic, lambda d: d.get("state") != "lost")
+
+    async def state_at(self, seq: int, *, epoch: int = 1, timeout: float = 30) -> Any:
+        return await wait_for(self.url, self.state_topic,
+                              lambda d: (d["epoch"], d["seq"]) == (epoch, seq), timeout=timeout)
+
+    async def health_where(self, predicate: Any, timeout: float = 15) -> Any:
+        return await wait_for(self.url, self.health_topic, predicate, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture
+def harness(broker: MosquittoProcess, session_id: str, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(broker, session_id, tmp_path)
+    yield h
+    for proc in h.procs:
+        stop_process(proc)
+
+
+async def publish_live(pub: TestPublisher, h: Harness, events: list[Event], *,
+                       batch: int = 1, pause_every: int = 0, pause_s: float = 0.0) -> None:
+    """Journal, then publish (write-ahead, as the engine does)."""
+    for start in range(0, len(events), batch):
+        part = events[start:start + batch]
+        write_journal(h.journal, part)
+        await pub.events(part, batch=batch)
+        if pause_every and (start // batch) % pause_every == pause_every - 1:
+            await asyncio.sleep(pause_s)
+
+
+class TestLiveFold:
+    async def test_live_batched_stream_equals_offline_fold(self, harness: Harness) -> None:
+        """Events in batches, live: the retained state equals the offline fold, stamped."""
+        h = harness
+        events = generated_events(h.session_id, cars=6, laps=30)
+        proc = h.start()
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events, batch=7)
+            await pub.status(epoch=1, last_seq=len(events), state="finished")
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        assert doc["projection"] == "laps" and doc["session_id"] == h.session_id
+        assert doc["session_time_ms"] == events[-1].session_time_ms
+        assert doc["published_at_ns"] > 0
+        health = await h.health_where(lambda d: d["state"] == "live")
+        assert health["last_seq"] == len(events) and health["lag_events"] == 0
+        assert health["dead_letters"] == 0 and health["refused"] == 0
+
+        assert stop_process(proc) == 0
+        saved = checkpoint.load(checkpoint.checkpoint_path(h.state_dir, h.session_id, "laps"),
+                                session_id=h.session_id, consumer="laps")
+        assert saved is not None and saved.seq == len(events)
+        stopped = await h.health_where(lambda d: d["state"] == "stopped")
+        assert stopped["last_seq"] == len(events)
+
+    async def test_changes_carry_only_changed_rows(self, harness: Harness) -> None:
+        """The changes topic carries the rows that differ from the previous publication."""
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=2)
+        h.start("--publish-ms", "1")
+        await h.ready()
+        changes_topic = topics.state_changes(h.session_id, "laps")
+        seen: list[dict[str, Any]] = []
+
+        def collect(doc: dict[str, Any]) -> bool:
+            seen.append(doc)
+            return bool(doc["seq"] >= last_lap)
+
+        last_lap = max(e.seq for e in events if isinstance(e, LapCompleted))
+        watcher = asyncio.create_task(wait_for(h.url, changes_topic, collect))
+        await asyncio.sleep(0.3)  # the watcher subscribes
+        async with TestPublisher(h.url, h.session_id) as pub:
+            for event in events:
+                await publish_live(pub, h, [event])
+                await asyncio.sleep(0.02)
+        await watcher
+        merged: dict[str, Any] = {}
+        for doc in seen:
+            assert doc["changes"], "a changes message without changes"
+            for car, row in doc["changes"].items():
+                assert merged.get(car) != row, f"unchanged row {car} in {doc}"
+            merged.update(doc["changes"])
+        assert merged == offline(events)
+
+
+class TestCatchup:
+    async def test_late_start_catches_up_to_the_end_from_the_journal(
+        self, harness: Harness
+    ) -> None:
+        """A consumer started after the session ended folds the whole journal."""
+        h = harness
+        events = generated_events(h.session_id, cars=8, laps=40)
+        write_journal(h.journal, events)
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await pub.status(epoch=1, last_seq=len(events), state="finished")
+        h.start()
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        health = await h.health_where(lambda d: d["state"] == "live")
+        assert health["catchups"] >= 1 and health["lag_events"] == 0
+
+    async def test_gap_on_the_wire_is_fetched_before_newer_events(
+        self, harness: Harness
+    ) -> None:
+        """Events lost on the wire are caught up; later ones wait and apply in order."""
+        h = harness
+        events = generated_events(h.session_id, cars=5, laps=20)
+        h.start()
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events[:10])
+            write_journal(h.journal, events[10:30])  # journaled, never published
+            await publish_live(pub, h, events[30:])
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        health = await h.health_where(lambda d: d["state"] == "live")
+        assert health["catchups"] >= 2  # the sync at connect, then the gap
+
+    async def test_backward_seek_epoch_drops_the_state(self, harness: Harness) -> None:
+        """A higher epoch folds from seq 1 again: the state is that epoch's alone."""
+        h = harness
+        first = generated_events(h.session_id, cars=4, laps=10)
+        second = [msgspec.structs.replace(e, epoch=2)
+                  for e in generated_events(h.session_id, cars=3, laps=4)]
+        h.start()
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, first)
+            await h.state_at(len(first))
+            write_journal(h.journal, second[:5])  # seq 1..5 of epoch 2 only in the journal
+            await publish_live(pub, h, second[5:])
+        doc = await h.state_at(len(second), epoch=2)
+        assert doc["state"] == offline(second)
+
+
+class TestBadInput:
+    async def test_injected_messages_change_only_the_dead_letter_count(
+        self, harness: Harness
+    ) -> None:
+        """Duplicates, reordering, malformed and forged messages: same state, counted."""
+        h = harness
+        events = generated_events(h.session_id, cars=4, laps=10)
+        h.start("--max-payload-bytes", "4096")
+        await h.ready()
+        letters: list[dict[str, Any]] = []
+        dead = asyncio.create_task(wait_for(
+            h.url, topics.dead_letter(h.session_id),
+            lambda d: letters.append(d) or len(letters) == 7))
+        await asyncio.sleep(0.3)
+        template = msgspec.json.decode(encode(events[5]))
+        forged = msgspec.structs.replace(events[5], session_id="someone-else")
+        async with TestPublisher(h.url, h.session_id) as pub:
+            write_journal(h.journal, events)
+            # Reordered in pairs, every event sent twice.
+            for i in range(0, len(events) - 1, 2):
+                await pub.events([events[i + 1], events[i]])
+                await pub.events([events[i], events[i + 1]])
+                if i == 4:
+                    await pub.raw(b"this is not an event")
+                    await pub.raw(msgspec.json.encode({**template, "schema_version": 99}))
+                    await pub.raw(msgspec.json.encode({**template, "lap": 0}))
+                    await pub.raw(msgspec.json.encode({**template, "seq": "six"}))
+                    await pub.raw(encode(forged))
+                    await pub.raw(encode(events[6]) + b" " * 5000)
+                    await pub.raw(encode(events[7]), retain=True)
+            await pub.events(events[len(events) // 2 * 2:])
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        await dead
+        reasons = [d["reason"] for d in letters]
+        assert sum("does not decode or fails validation" in r for r in reasons) == 3
+        assert sum("unknown schema version" in r for r in reasons) == 1
+        assert sum("someone-else" in r for r in reasons) == 1
+        assert sum("oversized" in r for r in reasons) == 1
+        assert sum("retained" in r for r in reasons) == 1
+        assert base64.b64decode(letters[0]["payload_base64"]) == b"this is not an event"
+        assert all(d["consumer"] == "laps" and d["topic"] == topics.events(h.session_id)
+                   for d in letters)
+        # Every event was sent twice: all the second copies were ignored as duplicates.
+        health = await h.health_where(lambda d: d["last_seq"] == len(events)
+                                      and d["duplicates"] >= len(events))
+        assert (health["dead_letters"], health["refused"]) == (7, 3)
+
+    async def test_forged_retained_state_is_refused_and_overwritten(
+        self, harness: Harness
+    ) -> None:
+        """A retained state without a stamp is counted and replaced by the consumer's own."""
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=5)
+        h.start()
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events)
+            await h.state_at(len(events))
+            await pub.raw(msgspec.json.encode({"state": {"1": 999}}), topic=h.state_topic,
+                          retain=True, stamp=False)
+        health = await h.health_where(lambda d: d["refused"] == 1)
+        assert health["dead_letters"] == 1
+        doc = await wait_for(h.url, h.state_topic, lambda d: "seq" in d)
+        assert doc["seq"] == len(events) and doc["state"] == offline(events)
+
+
+class TestCrashes:
+    async def test_sigkill_twice_during_the_stream_ends_in_the_offline_state(
+        self, harness: Harness
+    ) -> None:
+        """Killed with SIGKILL and restarted twice mid-stream, the consumer ends exact."""
+        h = harness
+        events = generated_events(h.session_id, cars=10, laps=60)
+        h.start()
+        await h.ready()
+        third = len(events) // 3
+        async with TestPublisher(h.url, h.session_id) as pub:
+            for part in (events[:third], events[third:2 * third]):
+                await publish_live(pub, h, part, batch=3, pause_every=10, pause_s=0.01)
+                h.procs[-1].send_signal(signal.SIGKILL)
+                h.procs[-1].wait()
+                h.start()
+            await publish_live(pub, h, events[2 * third:], batch=3)
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        assert all(p.returncode == -signal.SIGKILL for p in h.procs[:2])
+
+    async def test_durable_session_queues_events_while_stopped(self, harness: Harness) -> None:
+        """Stopped cleanly, the consumer gets the events published meanwhile from its session.
+
+        No journal and nobody answering catch-up: only the broker's queue for the
+        durable session (clean_start=False, session expiry) can deliver them.
+        """
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=10)
+        proc = h.start("--catchup-timeout", "0.5", journal=False)
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await pub.events(events[:10])
+            await h.state_at(10)
+            assert stop_process(proc) == 0
+            await pub.events(events[10:])
+        h.start("--catchup-timeout", "0.5", journal=False)
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+
+    async def test_broker_restart_reconnects_and_resumes(
+        self, harness: Harness, broker: MosquittoProcess
+    ) -> None:
+        """The broker goes away and comes back: the consumer reconnects and ends exact."""
+        h = harness
+        events = generated_events(h.session_id, cars=4, laps=15)
+        h.start()
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events[:20])
+            await h.state_at(20)
+        broker.restart()
+        write_journal(h.journal, events[20:30])  # published while the broker was down
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events[30:])
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        health = await h.health_where(lambda d: d["reconnects"] >= 1)
+        assert health["lag_events"] == 0
