@@ -37,10 +37,8 @@ from typing import Any, Final
 import aiomqtt
 import msgspec
 import structlog
-from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from consumers import checkpoint
@@ -69,7 +67,7 @@ from simulator.contract import (
     encode,
     events_of,
 )
-from simulator.errors import BrokerError, ContractError, LapcastError
+from simulator.errors import ContractError, LapcastError
 
 __all__ = [
     "PUBLISHED_AT",
@@ -84,17 +82,6 @@ log = structlog.get_logger()
 
 # The MQTT v5 user property the engine stamps on every events message.
 PUBLISHED_AT: Final = "published_at_ns"
-
-# CONNACK reason codes that another attempt will not change: report, do not retry.
-_FATAL_CONNECT: Final = frozenset({
-    0x84,  # unsupported protocol version
-    0x85,  # client identifier not valid
-    0x86,  # bad user name or password
-    0x87,  # not authorized
-    0x8A,  # banned
-    0x8C,  # bad authentication method
-})
-
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/lapcast`` (``~/.local/state/lapcast``): where checkpoints live."""
@@ -227,7 +214,8 @@ class ConsumerRunner:
                 try:
                     await self._connection()
                 except aiomqtt.MqttError as exc:
-                    self._raise_if_fatal(exc)
+                    # Refusals (bad credentials, untrusted certificate, a publish or
+                    # subscription the ACL forbids) are BrokerError and end the run.
                     self.counters.reconnects += 1
                     log.warning("broker connection lost; reconnecting", error=str(exc),
                                 broker=self.broker.describe())
@@ -244,29 +232,19 @@ class ConsumerRunner:
         log.info("consumer stopped", consumer=self.consumer.name, epoch=self.folder.epoch,
                  seq=self.folder.seq)
 
-    def _raise_if_fatal(self, exc: aiomqtt.MqttError) -> None:
-        rc = getattr(exc, "rc", None)
-        code = rc.value if isinstance(rc, ReasonCode) else rc
-        text = str(exc)
-        if (isinstance(exc, MqttConnectError) and code in _FATAL_CONNECT | {4, 5}) or (
-            "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
-        ):
-            raise BrokerError(f"{self.broker.describe()} refused the connection of client "
-                              f"{self.client_id!r}: {text}") from exc
-
     async def _connection(self) -> None:
         """One connection: subscribe, run the loops until stop or disconnection."""
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = self.settings.session_expiry_s
         will = aiomqtt.Will(topic=self.health_topic, payload=self._lost_payload(), qos=1,
                             retain=True)
-        client = aiomqtt.Client(**self.broker.client_kwargs(
+        client = self.broker.client(
             identifier=self.client_id,
             clean_start=False,  # on every connect, not only the first
             properties=connect,
             will=will,
             keepalive=self.settings.keepalive_s,
-        ))
+        )
         async with client:
             self._backoff.reset()
             if self._journal is None:
@@ -317,14 +295,8 @@ class ConsumerRunner:
             # Our own retained state, to check it and overwrite anything we did not write.
             (self.state_topic, SubscribeOptions(qos=1, noLocal=True)),
         ]
-        granted = await client.subscribe(wanted)
-        for (topic, _), code in zip(wanted, granted, strict=True):
-            value = code.value if isinstance(code, ReasonCode) else int(code)  # type: ignore[call-overload]
-            if value >= 0x80:
-                raise BrokerError(
-                    f"{self.broker.describe()} refused the subscription to {topic} "
-                    f"for client {self.client_id!r}: {code}"
-                )
+        # A refused filter raises BrokerError naming it (CheckedClient).
+        await client.subscribe(wanted)
 
     @staticmethod
     async def _every(ms: int, action: Any) -> None:
