@@ -1,0 +1,146 @@
+"""What a synthetic field is asked to be: ``synth:cars=1000,seed=7,laps=50,...``.
+
+One frozen ``SynthSpec``, written as a source spec string (what ``load_source``
+takes, what ``lapcast replay synth:...`` takes) or built from command-line options
+(``lapcast synth``, ``lapcast replay synth --cars ...``, ``lapcast stress``); both
+ways meet here so that every command means the same thing by the same words.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from typing import Final, Literal
+
+from simulator.errors import SourceError
+from simulator.synth.model import CLASSES
+
+__all__ = [
+    "MAX_CARS",
+    "SessionMode",
+    "SynthSpec",
+    "add_synth_options",
+    "parse_spec",
+    "spec_from_options",
+]
+
+SessionMode = Literal["race", "qualifying"]
+
+# Car numbers are strings of at most 16 characters; this bound keeps a field sane.
+MAX_CARS: Final = 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthSpec:
+    """A synthetic session. ``laps``: race distance, or each car's budget in qualifying.
+
+    ``fcy`` and ``sc`` fix the number of full-course yellows and safety cars (None:
+    drawn from the fitted rates over the expected length of the race).
+    """
+
+    cars: int = 36
+    classes: tuple[str, ...] = ("HYPERCAR", "LMGT3")
+    laps: int = 50
+    seed: int = 0
+    session: SessionMode = "race"
+    fcy: int | None = None
+    sc: int | None = None
+
+    def __post_init__(self) -> None:
+        where = self.text()
+        if not 1 <= self.cars <= MAX_CARS:
+            raise SourceError(where, f"cars must be 1..{MAX_CARS}, not {self.cars}")
+        if self.laps < 1:
+            raise SourceError(where, f"laps must be at least 1, not {self.laps}")
+        if not self.classes:
+            raise SourceError(where, "classes: name at least one class")
+        for name in self.classes:
+            if name not in CLASSES:
+                raise SourceError(where, f"unknown class {name!r} "
+                                  f"(known: {', '.join(CLASSES)})")
+        if len(set(self.classes)) != len(self.classes):
+            raise SourceError(where, f"classes: a class is named twice in "
+                              f"{':'.join(self.classes)}")
+        if self.session not in ("race", "qualifying"):
+            raise SourceError(where, f"session must be race or qualifying, not "
+                              f"{self.session!r}")
+        for name in ("fcy", "sc"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise SourceError(where, f"{name} must be 0 or more, not {value}")
+
+    def text(self) -> str:
+        """The spec as a source string; ``parse_spec(s.text()) == s``."""
+        parts = [f"cars={self.cars}", f"seed={self.seed}", f"laps={self.laps}",
+                 f"classes={':'.join(self.classes)}", f"session={self.session}"]
+        if self.fcy is not None:
+            parts.append(f"fcy={self.fcy}")
+        if self.sc is not None:
+            parts.append(f"sc={self.sc}")
+        return "synth:" + ",".join(parts)
+
+    def session_id(self) -> str:
+        return f"synth-{self.session}-{self.cars}-s{self.seed}"
+
+
+_INT_KEYS: Final = ("cars", "laps", "seed", "fcy", "sc")
+_KEYS: Final = tuple(f.name for f in fields(SynthSpec))
+
+
+def parse_spec(spec: str) -> SynthSpec:
+    """``synth`` or ``synth:key=value,...`` -> ``SynthSpec``; errors name the column."""
+    if spec == "synth":
+        return SynthSpec()
+    if not spec.startswith("synth:"):
+        raise SourceError(spec, "a synthetic source starts with 'synth:'", column=1)
+    values: dict[str, object] = {}
+    column = len("synth:") + 1
+    for item in spec[len("synth:"):].split(","):
+        if item:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise SourceError(spec, f"expected key=value, got {item!r}", column=column)
+            if key not in _KEYS:
+                raise SourceError(spec, f"unknown key {key!r} (known: {', '.join(_KEYS)})",
+                                  column=column)
+            value = value.strip()
+            if key in _INT_KEYS:
+                try:
+                    values[key] = int(value.replace("_", ""))
+                except ValueError:
+                    raise SourceError(spec, f"{key} must be an integer, not {value!r}",
+                                      column=column + len(key) + 1) from None
+            elif key == "classes":
+                values[key] = tuple(c.strip().upper() for c in value.split(":") if c.strip())
+            else:
+                values[key] = value.lower()
+        column += len(item) + 1
+    return SynthSpec(**values)  # type: ignore[arg-type]
+
+
+def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | None = None,
+                      title: str = "synthetic field") -> None:
+    """``--cars --classes --laps --seed --session --fcy --sc``, shared by every command."""
+    d = defaults or SynthSpec()
+    group = parser.add_argument_group(title)
+    group.add_argument("--cars", type=int, default=d.cars, help=f"cars in the field ({d.cars})")
+    group.add_argument("--classes", default=":".join(d.classes), metavar="A:B",
+                       help=f"classes, fastest first, cars dealt in turn "
+                            f"({':'.join(d.classes)}; known: {', '.join(CLASSES)})")
+    group.add_argument("--laps", type=int, default=d.laps,
+                       help=f"race distance; in qualifying each car's lap budget ({d.laps})")
+    group.add_argument("--seed", type=int, default=d.seed,
+                       help="the same seed gives the same session, byte for byte")
+    group.add_argument("--session", choices=("race", "qualifying"), default=d.session)
+    group.add_argument("--fcy", type=int, default=None, metavar="N",
+                       help="full-course yellows (default: drawn from the fitted rate)")
+    group.add_argument("--sc", type=int, default=None, metavar="N",
+                       help="safety-car periods (default: drawn from the fitted rate)")
+
+
+def spec_from_options(args: argparse.Namespace) -> SynthSpec:
+    """The ``SynthSpec`` that ``add_synth_options``' options describe."""
+    classes = tuple(c.strip().upper() for c in str(args.classes).split(":") if c.strip())
+    return SynthSpec(cars=args.cars, classes=classes, laps=args.laps, seed=args.seed,
+                     session=args.session, fcy=args.fcy, sc=args.sc)
