@@ -26,6 +26,7 @@ COMMANDS = (
     "board",
     "consume",
     "consumers",
+    "synth",
 )
 
 
