@@ -318,7 +318,8 @@ class Field:
                 heap.append((first[0], car.index))
         heapq.heapify(heap)
         chequer: int | None = self.duration_ms  # qualifying: the time is known
-        distance = self.spec.laps if self.race else None
+        race = self.race
+        distance = self.spec.laps if race else None
         same_ms: list[int] = []  # cars that crossed at the current millisecond
         last_t = -1
         while heap:
@@ -341,6 +342,8 @@ class Field:
                 session_time_ms=t, car=cars[index].number, driver=drivers[index][driver],
                 lap=n, lap_time_ms=lap_ms, sector_times_ms=sectors, in_pit=bool(kind & _IN),
                 pit_time_ms=pit_ms, flag=flag, synthesized=True,
+                # Lap 1 of a race is timed from the start line: it never counts as a best.
+                valid=not (race and n == 1),
             )
             if done:
                 pending[index] = None

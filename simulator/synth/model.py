@@ -89,7 +89,9 @@ LMP2: Final = _scaled(HYPERCAR, "LMP2", 112_290 / 106_564)
 LMGTE: Final = _scaled(LMGT3, "LMGTE", (118_692 / 106_564) * HYPERCAR.base_ms / LMGT3.base_ms)
 
 # The classes a field may have, fastest first (the grid's order of classes).
-CLASSES: Final[dict[str, ClassModel]] = {m.name: m for m in (HYPERCAR, LMP2, LMGTE, LMGT3)}
+CLASSES: Final[dict[str, ClassModel]] = {
+    m.name: m for m in sorted((HYPERCAR, LMP2, LMGTE, LMGT3), key=lambda m: m.base_ms)
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -92,7 +92,7 @@ def parse_spec(spec: str) -> SynthSpec:
     if spec == "synth":
         return SynthSpec()
     if not spec.startswith("synth:"):
-        raise SourceError(spec, "a synthetic source starts with 'synth:'", column=1)
+        raise SourceError(spec, "a synthetic source starts with 'synth:'", line=1, column=1)
     values: dict[str, object] = {}
     column = len("synth:") + 1
     for item in spec[len("synth:"):].split(","):
@@ -100,17 +100,17 @@ def parse_spec(spec: str) -> SynthSpec:
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep:
-                raise SourceError(spec, f"expected key=value, got {item!r}", column=column)
+                raise SourceError(spec, f"expected key=value, got {item!r}", line=1, column=column)
             if key not in _KEYS:
                 raise SourceError(spec, f"unknown key {key!r} (known: {', '.join(_KEYS)})",
-                                  column=column)
+                                  line=1, column=column)
             value = value.strip()
             if key in _INT_KEYS:
                 try:
                     values[key] = int(value.replace("_", ""))
                 except ValueError:
                     raise SourceError(spec, f"{key} must be an integer, not {value!r}",
-                                      column=column + len(key) + 1) from None
+                                      line=1, column=column + len(key) + 1) from None
             elif key == "classes":
                 values[key] = tuple(c.strip().upper() for c in value.split(":") if c.strip())
             else:
