@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -47,6 +48,16 @@ def _count(laps: dict[str, int], event: Event) -> dict[str, int]:
 LAPS = Consumer(name="laps", description="laps completed per car", initial=dict, apply=_count)
 
 
+def _record_changes(changes: dict[str, Any]) -> None:
+    # A live side effect, as a user's hook might have: here, a file the test reads.
+    with open(os.environ["LAPS_CHANGES_FILE"], "ab") as out:
+        out.write(msgspec.json.encode(changes) + b"\n")
+
+
+HOOKED = Consumer(name="laps", description="laps per car, with a hook", initial=dict,
+                  apply=_count, on_changes=_record_changes)
+
+
 def offline(events: list[Event]) -> Any:
     return msgspec.to_builtins(fold_all([LAPS], events)[0].view())
 
@@ -64,9 +75,10 @@ class Harness:
         self.health_topic = topics.consumer_status(session_id, "laps")
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *extra: str, journal: bool = True) -> subprocess.Popen[bytes]:
+    def start(self, *extra: str, journal: bool = True,
+              name: str = NAME) -> subprocess.Popen[bytes]:
         proc = consumer_process(
-            NAME, broker_url=self.url, session_id=self.session_id, state_dir=self.state_dir,
+            name, broker_url=self.url, session_id=self.session_id, state_dir=self.state_dir,
             journal=self.journal if journal else None,
             extra=["--checkpoint-events", "50", "--publish-ms", "20", *extra],
             pythonpath=[TESTS], log_file=self.log,
@@ -162,6 +174,32 @@ class TestLiveFold:
                 assert merged.get(car) != row, f"unchanged row {car} in {doc}"
             merged.update(doc["changes"])
         assert merged == offline(events)
+
+
+    async def test_on_changes_hook_sees_every_change(
+        self, harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The consumer's on_changes hook is called live with the changed rows."""
+        h = harness
+        changes_file = tmp_path / "changes.jsonl"
+        monkeypatch.setenv("LAPS_CHANGES_FILE", str(changes_file))
+        events = generated_events(h.session_id, cars=4, laps=6)
+        h.start(name="test_runner:HOOKED")
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events, batch=2)
+        await h.state_at(len(events))
+
+        def merged() -> dict[str, Any]:
+            rows: dict[str, Any] = {}
+            if changes_file.exists():
+                for line in changes_file.read_bytes().splitlines():
+                    rows.update(msgspec.json.decode(line))
+            return rows
+
+        async with asyncio.timeout(10):  # the hook runs just after the publication
+            while merged() != offline(events):
+                await asyncio.sleep(0.05)
 
 
 class TestCatchup:
