@@ -32,6 +32,7 @@ DEFAULT_CSV = (Path(__file__).resolve().parents[2]
 
 YELLOW = {"FCY": "FCY", "SF": "SAFETY_CAR"}
 SLOW_SIGMAS = 4.0
+PIT_SIGMAS = 3.0
 NEUTRALIZED_EXCESS_MS = 30_000
 NEUTRALIZED_LOOKBACK_MS = 1_200_000
 
@@ -276,6 +277,13 @@ def fit(race: RealRace) -> dict[str, dict[str, float]]:
         # yellow, a problem), at any length.
         p90 = sorted(stint_lengths)[int(0.9 * len(stint_lengths))]
         full = [n for n in stint_lengths if n >= 0.8 * p90]
+        # Pit time (PIT_TIME of the out-lap): a full service around the median; quicker
+        # stops (fuel only, a drive-through) and repairs as rates beside it.
+        pit_mid = st.median(pit_times)
+        pit_sd = _robust_sd(pit_times)
+        pit_lo, pit_hi = pit_mid - PIT_SIGMAS * pit_sd, pit_mid + PIT_SIGMAS * pit_sd
+        short = [t for t in pit_times if t < pit_lo]
+        long = [t for t in pit_times if t > pit_hi]
         retired = sum(1 for c in cars if race.by_car[c][-1].flag != "FF")
         hours = race.duration_ms / 3_600_000
         out[cls] = {
@@ -292,8 +300,12 @@ def fit(race: RealRace) -> dict[str, dict[str, float]]:
             "fuel_stint_laps_sd": round(st.pstdev(full), 1),
             "short_stint_rate": round(1 - len(full) / len(stint_lengths), 3),
             "drivers": max(len({x.driver for x in race.by_car[c]}) for c in cars),
-            "pit_lane_ms_mean": round(st.fmean(pit_times)),
-            "pit_lane_ms_sd": round(_robust_sd(pit_times)),
+            "pit_ms_median": round(pit_mid),
+            "pit_ms_sd": round(pit_sd),
+            "pit_short_rate": round(len(short) / len(pit_times), 3),
+            "pit_short_min_ms": min(pit_times),
+            "pit_long_rate": round(len(long) / len(pit_times), 3),
+            "pit_long_mean_ms": round(st.fmean(t - pit_hi for t in long)) if long else 0,
             "in_lap_extra_ms": round(st.median(in_extra)),
             "out_lap_extra_ms": round(st.median(out_extra)),
             "driver_change_rate": round(changes / stops, 2),

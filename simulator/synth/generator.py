@@ -414,7 +414,7 @@ def _race_laps(field: Field, car: _Car, rng: random.Random) -> Iterator[Lap]:
         kind = _LAP
         if pit_next:
             # The out-lap: the stop (not slowed by a yellow), then a lap of track.
-            pit_ms = max(30_000, round(rng.gauss(model.pit_lane_ms_mean, model.pit_lane_ms_sd)))
+            pit_ms = _pit_time(rng, model)
             if model.drivers > 1 and rng.random() < model.driver_change_rate:
                 driver = (driver + 1 + rng.randrange(model.drivers - 1)) % model.drivers
             kind = _OUT
@@ -449,6 +449,18 @@ def _race_laps(field: Field, car: _Car, rng: random.Random) -> Iterator[Lap]:
         yield (end, n, lap_ms, _sectors(rng, model, lap_ms, head_ms=pit_ms or 0, tail_ms=tail),
                kind, pit_ms, driver)
         t = end
+
+
+def _pit_time(rng: random.Random, model: ClassModel) -> int:
+    """A stop's pit time: a full service mostly; now and then a quick stop or a repair."""
+    low = model.pit_ms_median - 3 * model.pit_ms_sd
+    high = model.pit_ms_median + 3 * model.pit_ms_sd
+    draw = rng.random()
+    if draw < model.pit_short_rate:
+        return round(rng.uniform(model.pit_short_min_ms, low))
+    if draw < model.pit_short_rate + model.pit_long_rate:
+        return round(high + rng.expovariate(1.0 / model.pit_long_mean_ms))
+    return round(min(high, max(low, rng.gauss(model.pit_ms_median, model.pit_ms_sd))))
 
 
 def _stint_length(rng: random.Random, model: ClassModel) -> int:

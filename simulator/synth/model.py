@@ -49,8 +49,14 @@ class ClassModel:
     fuel_stint_laps_sd: float
     short_stint_rate: float  # stints cut short (a stop under yellow, a problem)
     drivers: int
-    pit_lane_ms_mean: int  # PIT_TIME of an out-lap: pit lane and stationary time
-    pit_lane_ms_sd: int
+    # PIT_TIME of an out-lap (pit lane and stationary): a full service around the
+    # median; quicker stops (fuel only, drive-through) from the minimum up; repairs.
+    pit_ms_median: int
+    pit_ms_sd: int
+    pit_short_rate: float
+    pit_short_min_ms: int
+    pit_long_rate: float
+    pit_long_mean_ms: int  # mean excess of a repair over a long full service
     in_lap_extra_ms: int  # an in-lap over the car's pace (ends in the pit lane)
     out_lap_extra_ms: int  # an out-lap over pace + pit time (negative: lane shortcut)
     driver_change_rate: float  # share of stops with a driver change
@@ -69,8 +75,8 @@ def _fitted(name: str, values: dict[str, object]) -> ClassModel:
 
 # fitted by bench/fit_race.py from wec-2024-bahrain-8h-race.analysis.csv
 # (7486 laps, 36 cars, 8.06 h; deleted laps 2, time penalties 1)
-HYPERCAR: Final = _fitted("HYPERCAR", {'cars': 18, 'base_ms': 114162, 'car_sd_ms': 202, 'driver_sd_ms': 366, 'lap_sd_ms': 745, 'slow_lap_rate': 0.0054, 'slow_lap_mean_ms': 1633, 'degradation_ms_per_lap': 58.7, 'evolution_ms_per_hour': -109.8, 'fuel_stint_laps_mean': 31.4, 'fuel_stint_laps_sd': 1.6, 'short_stint_rate': 0.397, 'drivers': 3, 'pit_lane_ms_mean': 83167, 'pit_lane_ms_sd': 7111, 'in_lap_extra_ms': 5304, 'out_lap_extra_ms': 802, 'driver_change_rate': 0.39, 'lap1_first_ms': 109935, 'lap1_spread_ms': 8014, 'sector_shares': [0.3152, 0.3715, 0.3133], 'sector_share_sd': 0.0124, 'retire_per_hour': 0.0312})  # noqa: E501
-LMGT3: Final = _fitted("LMGT3", {'cars': 18, 'base_ms': 126159, 'car_sd_ms': 543, 'driver_sd_ms': 780, 'lap_sd_ms': 1001, 'slow_lap_rate': 0.0119, 'slow_lap_mean_ms': 1308, 'degradation_ms_per_lap': 106.9, 'evolution_ms_per_hour': -219.7, 'fuel_stint_laps_mean': 25.0, 'fuel_stint_laps_sd': 1.5, 'short_stint_rate': 0.25, 'drivers': 3, 'pit_lane_ms_mean': 101726, 'pit_lane_ms_sd': 8202, 'in_lap_extra_ms': 6573, 'out_lap_extra_ms': -2505, 'driver_change_rate': 0.51, 'lap1_first_ms': 124563, 'lap1_spread_ms': 10315, 'sector_shares': [0.3171, 0.3651, 0.3177], 'sector_share_sd': 0.0125, 'retire_per_hour': 0.0312})  # noqa: E501
+HYPERCAR: Final = _fitted("HYPERCAR", {'cars': 18, 'base_ms': 114162, 'car_sd_ms': 202, 'driver_sd_ms': 366, 'lap_sd_ms': 745, 'slow_lap_rate': 0.0054, 'slow_lap_mean_ms': 1633, 'degradation_ms_per_lap': 58.7, 'evolution_ms_per_hour': -109.8, 'fuel_stint_laps_mean': 31.4, 'fuel_stint_laps_sd': 1.6, 'short_stint_rate': 0.397, 'drivers': 3, 'pit_ms_median': 79247, 'pit_ms_sd': 7111, 'pit_short_rate': 0.158, 'pit_short_min_ms': 26650, 'pit_long_rate': 0.007, 'pit_long_mean_ms': 1452940, 'in_lap_extra_ms': 5304, 'out_lap_extra_ms': 802, 'driver_change_rate': 0.39, 'lap1_first_ms': 109935, 'lap1_spread_ms': 8014, 'sector_shares': [0.3152, 0.3715, 0.3133], 'sector_share_sd': 0.0124, 'retire_per_hour': 0.0312})  # noqa: E501
+LMGT3: Final = _fitted("LMGT3", {'cars': 18, 'base_ms': 126159, 'car_sd_ms': 543, 'driver_sd_ms': 780, 'lap_sd_ms': 1001, 'slow_lap_rate': 0.0119, 'slow_lap_mean_ms': 1308, 'degradation_ms_per_lap': 106.9, 'evolution_ms_per_hour': -219.7, 'fuel_stint_laps_mean': 25.0, 'fuel_stint_laps_sd': 1.5, 'short_stint_rate': 0.25, 'drivers': 3, 'pit_ms_median': 80737, 'pit_ms_sd': 8202, 'pit_short_rate': 0.116, 'pit_short_min_ms': 26660, 'pit_long_rate': 0.014, 'pit_long_mean_ms': 1926981, 'in_lap_extra_ms': 6573, 'out_lap_extra_ms': -2505, 'driver_change_rate': 0.51, 'lap1_first_ms': 124563, 'lap1_spread_ms': 10315, 'sector_shares': [0.3171, 0.3651, 0.3177], 'sector_share_sd': 0.0125, 'retire_per_hour': 0.0312})  # noqa: E501
 
 
 def _scaled(model: ClassModel, name: str, factor: float) -> ClassModel:
