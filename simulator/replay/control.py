@@ -1,0 +1,164 @@
+"""Control commands for a running replay: JSON on ``.../control``, validated.
+
+``{"command": "pause"}``, ``{"command": "resume"}``,
+``{"command": "speed", "factor": 2.0}`` (any number above 0, or ``"max"``),
+``{"command": "seek", "to": "1:00:00"}`` (``H:MM:SS[.fff]``, seconds as text, or an
+integer of milliseconds).
+
+``parse_command`` turns a payload into a command or a ``Rejection`` with a reason a
+person can act on. The engine checks what depends on its state (a seek past the end)
+and rejects that the same way; a rejected command changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, TypeAlias
+
+import msgspec
+
+from simulator.timefmt import parse_duration
+
+__all__ = [
+    "COMMAND_NAMES",
+    "Command",
+    "Pause",
+    "Rejection",
+    "Resume",
+    "Seek",
+    "Speed",
+    "describe",
+    "parse_command",
+    "parse_speed",
+]
+
+
+class _CommandBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="command",
+                   forbid_unknown_fields=True):
+    pass
+
+
+class Pause(_CommandBase, frozen=True, kw_only=True, tag="pause"):
+    pass
+
+
+class Resume(_CommandBase, frozen=True, kw_only=True, tag="resume"):
+    pass
+
+
+class Speed(_CommandBase, frozen=True, kw_only=True, tag="speed"):
+    """``factor`` None means as fast as the broker acknowledges (``"max"``)."""
+
+    factor: float | None
+
+
+class Seek(_CommandBase, frozen=True, kw_only=True, tag="seek"):
+    to_ms: int
+
+
+Command: TypeAlias = Pause | Resume | Speed | Seek
+
+COMMAND_NAMES: Final = ("pause", "resume", "speed", "seek")
+
+
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on ``status`` as ``"rejected": {"command": ..., "reason": ...}``."""
+
+    command: str | None
+    reason: str
+
+
+# The wire shapes: "factor" and "to" take more than one JSON type.
+class _SpeedWire(msgspec.Struct, frozen=True, tag_field="command", tag="speed",
+                 forbid_unknown_fields=True):
+    factor: float | str
+
+
+class _SeekWire(msgspec.Struct, frozen=True, tag_field="command", tag="seek",
+                forbid_unknown_fields=True):
+    to: int | str
+
+
+_Wire: TypeAlias = Pause | Resume | _SpeedWire | _SeekWire
+_wire_decoder: Final = msgspec.json.Decoder(_Wire)
+
+
+class _Name(msgspec.Struct):
+    command: object = None
+
+
+_name_decoder: Final = msgspec.json.Decoder(_Name)
+
+
+def parse_speed(value: float | str) -> float | None:
+    """A speed factor: a number above 0 (``"60"`` too), or ``"max"`` (None)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "max":
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"speed {value!r} is neither a number nor \"max\"") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"speed {value!r} must be a number above 0, or \"max\"")
+    return float(value)
+
+
+def _parse_seek(value: int | str) -> int:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"seek to {value} ms: session time cannot be negative")
+        return value
+    return parse_duration(value)
+
+
+def _name_of(payload: bytes) -> str | None:
+    try:
+        name = _name_decoder.decode(payload).command
+    except msgspec.DecodeError:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def parse_command(payload: bytes) -> Command | Rejection:
+    """Decode and validate one control payload."""
+    name = _name_of(payload)
+    try:
+        wire = _wire_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        if name is None:
+            try:
+                msgspec.json.decode(payload)
+            except msgspec.DecodeError:
+                return Rejection(command=None, reason=f"malformed JSON: {exc}")
+            return Rejection(command=None, reason="no \"command\" field (expected one of "
+                             f"{', '.join(COMMAND_NAMES)})")
+        if name not in COMMAND_NAMES:
+            return Rejection(command=name, reason=f"unknown command {name!r} (expected one "
+                             f"of {', '.join(COMMAND_NAMES)})")
+        return Rejection(command=name, reason=f"invalid {name} command: {exc}")
+    try:
+        match wire:
+            case _SpeedWire(factor=factor):
+                return Speed(factor=parse_speed(factor))
+            case _SeekWire(to=to):
+                return Seek(to_ms=_parse_seek(to))
+            case Pause() | Resume():
+                return wire
+    except ValueError as exc:
+        return Rejection(command=name, reason=str(exc))
+    raise AssertionError(f"unhandled command {wire!r}")  # pragma: no cover
+
+
+def describe(command: Command) -> dict[str, object]:
+    """A command as the status topic echoes it back (``"accepted": {...}``)."""
+    match command:
+        case Speed(factor=factor):
+            return {"command": "speed", "factor": "max" if factor is None else factor}
+        case Seek(to_ms=to_ms):
+            return {"command": "seek", "to_ms": to_ms}
+        case Pause():
+            return {"command": "pause"}
+        case Resume():
+            return {"command": "resume"}
+    raise AssertionError(command)  # pragma: no cover

@@ -1,0 +1,139 @@
+"""QoS 1 delivery with a bounded window of unacknowledged messages, resent on reconnect.
+
+Publishes are pipelined: up to ``window`` publish coroutines are in flight at once
+(each waits for its PUBACK). They are started in ``seq`` order and paho writes them
+to the socket in that order, so the broker receives them in order. Messages stay
+in ``pending``, in order, until they and everything before them are acknowledged;
+after a lost connection the engine reconnects and ``resend`` publishes everything
+from the first unacknowledged message on, again in order. A message the broker had
+received but not yet acknowledged is sent twice: consumers dedupe by ``seq``.
+
+Every message carries the MQTT v5 user property ``published_at_ns`` (the wall clock,
+``time.time_ns()``, when it was handed to the client) for latency measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+__all__ = ["PUBLISHED_AT", "Delivery", "Outgoing"]
+
+PUBLISHED_AT: Final = "published_at_ns"
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing:
+    """One MQTT message: one event, or a batch of consecutive events of one epoch."""
+
+    epoch: int
+    first_seq: int
+    last_seq: int
+    payload: bytes
+    acked: bool = False
+
+    @property
+    def count(self) -> int:
+        return self.last_seq - self.first_seq + 1
+
+
+class Delivery:
+    """The window of unacknowledged messages of one engine, across its connections."""
+
+    def __init__(self, topic: str, *, window: int,
+                 on_acked: Callable[[Outgoing], None] | None = None) -> None:
+        if window < 1:
+            raise ValueError(f"window {window} must be at least 1")
+        self.topic = topic
+        self.window = window
+        self.on_acked = on_acked
+        self.pending: deque[Outgoing] = deque()
+        self.resent = 0  # messages published again after a reconnect
+        self._client: Any = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._slots = asyncio.Semaphore(window)
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def attach(self, client: Any, tg: asyncio.TaskGroup) -> None:
+        """Publish through ``client``; publish tasks live in ``tg`` (one per connection)."""
+        self._client = client
+        self._tg = tg
+        # A fresh window: the slots of the tasks the old connection cancelled are void.
+        self._slots = asyncio.Semaphore(self.window)
+
+    @property
+    def client(self) -> Any:
+        """The connection publishing now (None between connections)."""
+        return self._client
+
+    def detach(self) -> None:
+        self._client = None
+        self._tg = None
+
+    async def reserve(self) -> None:
+        """Wait for a free slot in the window; ``send`` or ``release`` must follow."""
+        await self._slots.acquire()
+
+    def release(self) -> None:
+        """Give back a slot reserved but not used."""
+        self._slots.release()
+
+    def send(self, item: Outgoing) -> None:
+        """Publish ``item`` in a slot already reserved (no await: order is kept)."""
+        self.pending.append(item)
+        self._drained.clear()
+        self._launch(item)
+
+    async def resend(self) -> int:
+        """Publish every pending message again, in order (after a reconnect)."""
+        items = list(self.pending)
+        for item in items:
+            item.acked = False
+            await self._slots.acquire()
+            self._launch(item)
+        self.resent += len(items)
+        return len(items)
+
+    async def drained(self) -> None:
+        """Wait until every message sent has been acknowledged."""
+        await self._drained.wait()
+
+    @property
+    def first_unacked_seq(self) -> tuple[int, int] | None:
+        """``(epoch, seq)`` from which a reconnect resends, or None if all are acknowledged."""
+        if not self.pending:
+            return None
+        head = self.pending[0]
+        return head.epoch, head.first_seq
+
+    def _launch(self, item: Outgoing) -> None:
+        assert self._tg is not None, "send() before attach()"
+        self._tg.create_task(self._publish(self._client, self._slots, item))
+
+    async def _publish(self, client: Any, slots: asyncio.Semaphore, item: Outgoing) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = (PUBLISHED_AT, str(time.time_ns()))
+        try:
+            # No timeout: a lost connection ends the engine's reader loop, which
+            # cancels this task; a timeout would only add a timer per message.
+            await client.publish(self.topic, item.payload, qos=1, properties=props,
+                                 timeout=math.inf)
+        finally:
+            slots.release()
+        item.acked = True
+        pending = self.pending
+        while pending and pending[0].acked:
+            done = pending.popleft()
+            if self.on_acked is not None:
+                self.on_acked(done)
+        if not pending:
+            self._drained.set()
