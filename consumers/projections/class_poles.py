@@ -13,8 +13,6 @@ pole, then deleted" stays visible after the fact.
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
@@ -41,6 +39,7 @@ _IDX_MASK: Final = (1 << _IDX_BITS) - 1
 _TIME_BITS: Final = 47
 _TIME_BIAS: Final = 1 << 45
 _TIME_MASK: Final = (1 << _TIME_BITS) - 1
+_NO_LAP: Final = 1 << 62  # above any lap time: `ms < best_ms` needs no None test
 
 
 def _key(lap_time_ms: int, set_at_ms: int, idx: int) -> int:
@@ -51,34 +50,19 @@ def _key(lap_time_ms: int, set_at_ms: int, idx: int) -> int:
 class PoleCar:
     """One car's eligible laps (valid, timed, before its flag) and its best of them."""
 
-    __slots__ = (
-        "after_flag",
-        "best",
-        "car",
-        "car_class",
-        "crossings",
-        "drivers",
-        "idx",
-        "key",
-        "lap_nos",
-        "lap_times",
-    )
+    __slots__ = ("after_flag", "best", "best_ms", "car", "car_class", "idx", "key", "laps")
 
     def __init__(self, *, car: str, idx: int, car_class: str) -> None:
         self.car = car
         self.idx = idx
         self.car_class = car_class
-        # Only laps that may count: a deletion rescans these, nothing else needs them.
-        self.lap_nos = array("q")
-        self.lap_times = array("q")
-        self.crossings = array("q")
-        self.drivers: list[str] = []
-        self.best = -1  # index into the lap arrays, -1: no eligible lap
+        # Only laps that may count, as (lap time, crossing, lap, driver): a deletion
+        # rescans these, and min() of them is the best lap, first set first.
+        self.laps: list[tuple[int, int, int, str]] = []
+        self.best: tuple[int, int, int, str] | None = None
+        self.best_ms = _NO_LAP  # the best lap's time, kept apart for the hot path
         self.key = -1  # -1: not in the class list
         self.after_flag = False
-
-    def best_ms(self) -> int | None:
-        return self.lap_times[self.best] if self.best >= 0 else None
 
 
 class ClassPoles:
@@ -94,6 +78,7 @@ class ClassPoles:
         "history",
         "last_cross_ms",
         "last_crossers",
+        "names",
         "poles",
     )
 
@@ -108,6 +93,9 @@ class ClassPoles:
         self.chequered_ms: int | None = None
         self.last_cross_ms: int | None = None
         self.last_crossers: list[str] = []
+        # One str per driver name, shared by all their laps (a decoded event brings its
+        # own copy: keeping one per lap would grow memory and checkpoints).
+        self.names: dict[str, str] = {}
 
 
 def initial() -> ClassPoles:
@@ -143,10 +131,10 @@ def _check_pole(state: ClassPoles, name: str, ev: Event, cause: Cause) -> None:
                              "session_time_ms": ev.session_time_ms, "seq": ev.seq,
                              "cause": cause}
     if key is not None:
-        car = state.by_idx[key & _IDX_MASK]
-        i = car.best
-        entry.update(car=car.car, driver=car.drivers[i], lap=car.lap_nos[i],
-                     lap_time_ms=car.lap_times[i])
+        best = state.by_idx[key & _IDX_MASK].best
+        assert best is not None
+        entry.update(car=state.by_idx[key & _IDX_MASK].car, driver=best[3], lap=best[2],
+                     lap_time_ms=best[0])
     state.history[name].append(entry)
 
 
@@ -166,17 +154,11 @@ def _lap_completed(state: ClassPoles, ev: LapCompleted) -> None:
     ms = ev.lap_time_ms
     # A lap that ends after the car took the flag counts for nothing (a cool-down lap).
     if ev.valid and ms is not None and not car.after_flag:
-        car.lap_nos.append(ev.lap)
-        car.lap_times.append(ms)
-        car.crossings.append(t)
-        car.drivers.append(ev.driver)
-        if car.best < 0 or ms < car.lap_times[car.best]:
-            car.best = len(car.lap_times) - 1
+        lap = (ms, t, ev.lap, state.names.setdefault(ev.driver, ev.driver))
+        car.laps.append(lap)
+        if ms < car.best_ms:
+            _set_best(state, car, lap)
             bests = state.bests[car.car_class]
-            if car.key >= 0:
-                bests.remove(car.key)
-            car.key = _key(ms, t, car.idx)
-            bests.add(car.key)
             if car.key == bests[0]:
                 _check_pole(state, car.car_class, ev, "lap")
     if state.chequered_ms is not None and t >= state.chequered_ms:
@@ -188,32 +170,30 @@ def _lap_completed(state: ClassPoles, ev: LapCompleted) -> None:
         state.last_crossers.append(ev.car)
 
 
+def _set_best(state: ClassPoles, car: PoleCar, lap: tuple[int, int, int, str] | None) -> None:
+    """Make ``lap`` the car's best (None: it has none) and move its key in the class list."""
+    bests = state.bests[car.car_class]
+    if car.key >= 0:
+        bests.remove(car.key)
+    car.best = lap
+    if lap is None:
+        car.best_ms, car.key = _NO_LAP, -1
+    else:
+        car.best_ms, car.key = lap[0], _key(lap[0], lap[1], car.idx)
+        bests.add(car.key)
+
+
 def _lap_deleted(state: ClassPoles, ev: LapDeleted) -> None:
     car = state.cars.get(ev.car)
     if car is None:
         return
-    lap_nos = car.lap_nos
-    i = bisect_left(lap_nos, ev.lap)
-    if i >= len(lap_nos) or lap_nos[i] != ev.lap:
+    kept = [lap for lap in car.laps if lap[2] != ev.lap]
+    if len(kept) == len(car.laps):
         return  # not an eligible lap (or deleted already): nothing to take away
-    was_best = i == car.best
-    del lap_nos[i], car.lap_times[i], car.crossings[i], car.drivers[i]
-    if not was_best:
-        if car.best > i:
-            car.best -= 1  # the arrays shifted under it
-        return
-    bests = state.bests[car.car_class]
-    bests.remove(car.key)
-    car.key = -1
-    car.best = -1
-    lap_times = car.lap_times
-    for j in range(len(lap_times)):  # first of equal times: set earlier
-        if car.best < 0 or lap_times[j] < lap_times[car.best]:
-            car.best = j
-    if car.best >= 0:
-        car.key = _key(lap_times[car.best], car.crossings[car.best], car.idx)
-        bests.add(car.key)
-    _check_pole(state, car.car_class, ev, "deleted")
+    car.laps = kept
+    if car.best is not None and car.best[2] == ev.lap:
+        _set_best(state, car, min(kept) if kept else None)
+        _check_pole(state, car.car_class, ev, "deleted")
 
 
 def _chequered(state: ClassPoles, ev: ChequeredFlag) -> None:
@@ -234,9 +214,12 @@ _HANDLERS: Final[dict[type, Callable[[ClassPoles, Any], None]]] = {
 
 def apply(state: ClassPoles, event: Event) -> ClassPoles:
     """Fold one event into the class poles (in place), in O(log n)."""
-    handler = _HANDLERS.get(type(event))
-    if handler is not None:
-        handler(state, event)
+    if type(event) is LapCompleted:  # nearly every event: skip the table
+        _lap_completed(state, event)
+    else:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(state, event)
     return state
 
 
@@ -245,25 +228,22 @@ def view(state: ClassPoles) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in state.classes:
         bests = state.bests[name]
-        pole: PoleCar | None = state.by_idx[bests[0] & _IDX_MASK] if bests else None
-        pole_ms = pole.best_ms() if pole is not None else None
+        pole = state.by_idx[bests[0] & _IDX_MASK].best if bests else None
         cars: list[dict[str, Any]] = []
         for key in bests:
             car = state.by_idx[key & _IDX_MASK]
-            i = car.best
-            cars.append({"car": car.car, "best_lap_ms": car.lap_times[i],
-                         "lap": car.lap_nos[i], "driver": car.drivers[i],
-                         "gap_ms": car.lap_times[i] - pole_ms})
+            ms, _, lap, driver = car.best
+            cars.append({"car": car.car, "best_lap_ms": ms, "lap": lap, "driver": driver,
+                         "gap_ms": ms - pole[0] if pole is not None else None})
         for car_no in state.class_cars[name]:  # cars without a valid lap come last
-            if state.cars[car_no].best < 0:
+            if state.cars[car_no].best is None:
                 cars.append({"car": car_no, "best_lap_ms": None, "lap": None, "driver": None,
                              "gap_ms": None})
         record: dict[str, Any] = {"car": None, "driver": None, "lap": None,
                                   "lap_time_ms": None}
         if pole is not None:
-            i = pole.best
-            record = {"car": pole.car, "driver": pole.drivers[i], "lap": pole.lap_nos[i],
-                      "lap_time_ms": pole.lap_times[i]}
+            record = {"car": state.by_idx[bests[0] & _IDX_MASK].car, "driver": pole[3],
+                      "lap": pole[2], "lap_time_ms": pole[0]}
         record["cars"] = cars
         record["history"] = [dict(h) for h in state.history[name]]
         out[name] = record

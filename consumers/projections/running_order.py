@@ -5,10 +5,14 @@ the car's status (a retired car keeps its place by distance); qualifying and
 practice rank by best valid lap (ties: who set it first), cars without a time
 after them by laps. A disqualified car ranks last.
 
-Cost: ``apply`` is O(log n) per event. The order lives in ``SortedList``s (the
-whole field and each class) of integer ranking keys, so a lap moves one key
-instead of re-sorting the field; positions, gaps and intervals are derived only
-in ``view()``. Only rare events touch more than one car: ``ChequeredFlag``
+Cost: ``apply`` is O(log n) per event at most, O(1) for a lap. The order lives
+in ``SortedList``s (the whole field and each class) of integer ranking keys, so
+a car that moves re-keys itself instead of the field being re-sorted. A lap only
+notes that its car moved; the keys of the cars that moved are brought up to date
+when the order is read (``view()``, called when a state is published, coalesced,
+or at the end), O(moved x log n), so a car crossing the line ten times between
+two publications is re-keyed once. Positions, gaps and intervals are derived in
+``view()`` too. Only rare events touch more than one car: ``ChequeredFlag``
 re-counts the cars that carry a penalty or crossed at that very moment, and a
 ``LapDeleted`` or ``TimePenalty`` rescans that one car's laps.
 
@@ -17,6 +21,9 @@ fallen at ``T``, a car finishes at its first (shifted) crossing at or after
 ``T`` and its later laps do not count, so a penalty, even one handed out after
 the race, can cost laps. Each car keeps its crossing times (``array('q')``) so
 that such a penalty re-counts that car alone, with a bisection.
+
+The state pickles (checkpoints) and depends only on the events folded: when
+views were taken changes which keys are settled, never what they settle to.
 """
 
 from __future__ import annotations
@@ -98,6 +105,54 @@ _DQ_BIT: Final = _NO_TIME_BIT << 1
 _NO_TIME: Final = 1 << 62
 
 
+class RankedList(SortedList):  # type: ignore[misc]
+    """A ``SortedList`` of ranking keys that can move one key cheaply.
+
+    Most laps change a car's key without changing its rank (no overtaking at the
+    line): ``replace`` then swaps the key in place, two bisections and no list
+    surgery. It uses the list's internals (``_lists``/``_maxes``, stable across
+    sortedcontainers 2.x): lengths do not change, so the positional index stays
+    valid. A key that does change rank takes the ordinary remove and add.
+    """
+
+    def replace(self, old: int, new: int) -> None:
+        lists: list[list[int]] = self._lists
+        maxes: list[int] = self._maxes
+        pos = bisect_left(maxes, old)
+        sub = lists[pos]
+        idx = bisect_left(sub, old)
+        if new < old:  # the car gained: it must stay behind the key before it
+            stays = sub[idx - 1] < new if idx else pos == 0 or lists[pos - 1][-1] < new
+        elif idx + 1 < len(sub):  # it lost: it must stay ahead of the key after it
+            stays = new < sub[idx + 1]
+        else:
+            stays = pos + 1 == len(lists) or new < lists[pos + 1][0]
+        if stays:
+            sub[idx] = new
+            if idx + 1 == len(sub):
+                maxes[pos] = new
+        else:
+            self.remove(old)
+            self.add(new)
+
+
+# A lap time and its validity in one int: the time when the lap may be a best lap,
+# -1 when untimed, -2 - time when timed but not eligible (invalid, deleted, cool-down).
+_UNTIMED: Final = -1
+
+
+def _code(ms: int | None, eligible: bool) -> int:
+    if ms is None:
+        return _UNTIMED
+    return ms if eligible else -2 - ms
+
+
+def _lap_time(code: int) -> int | None:
+    if code >= 0:
+        return code
+    return None if code == _UNTIMED else -2 - code
+
+
 def _key(a: int, b: int, idx: int) -> int:
     return (
         ((a & _A_MASK) << _A_SHIFT)
@@ -117,7 +172,6 @@ class CarState:
         "car",
         "car_class",
         "counted",
-        "crossings",
         "disqualified",
         "driver",
         "drivers",
@@ -125,11 +179,8 @@ class CarState:
         "idx",
         "in_pit",
         "key",
-        "lap_nos",
-        "lap_times",
-        "last_lap",
-        "last_lap_ms",
         "last_sectors",
+        "log",
         "manufacturer",
         "penalty_ms",
         "pit_stops",
@@ -137,7 +188,6 @@ class CarState:
         "retired",
         "sector_bests",
         "team",
-        "valid",
     )
 
     def __init__(self, *, car: str, idx: int, car_class: str, team: str,
@@ -149,20 +199,16 @@ class CarState:
         self.manufacturer = manufacturer
         self.drivers = drivers
         self.driver = drivers[0] if drivers else ""
-        # One entry per lap completed, in order: crossing time, lap number, lap time
-        # (-1: untimed), and whether the lap may count as a best lap.
-        self.crossings = array("q")
-        self.lap_nos = array("q")
-        self.lap_times = array("q")
-        self.valid = bytearray()
+        # Three ints per lap completed, in order: crossing time, lap number and the lap
+        # time coded with its validity (see _code). One flat array: one extend per lap,
+        # and a compact checkpoint.
+        self.log = array("q")
         self.counted = 0  # laps that count (a penalty can push the finish earlier)
         self.penalty_ms = 0
         self.finished = False  # took the flag (shifted by its penalty)
         self.after_flag = False  # crossed the line after the flag (unshifted): laps stop
         self.retired = False
         self.disqualified = False
-        self.last_lap: int | None = None
-        self.last_lap_ms: int | None = None
         self.best_ms: int | None = None
         self.best_lap: int | None = None
         self.best_time = 0  # session time the best lap was set: first to set it ranks first
@@ -175,11 +221,19 @@ class CarState:
 
     @property
     def laps(self) -> int:
-        return self.lap_nos[self.counted - 1] if self.counted else 0
+        return self.log[3 * self.counted - 2] if self.counted else 0
 
     @property
     def elapsed_ms(self) -> int | None:
-        return self.crossings[self.counted - 1] + self.penalty_ms if self.counted else None
+        return self.log[3 * self.counted - 3] + self.penalty_ms if self.counted else None
+
+    @property
+    def last_lap(self) -> int | None:
+        return self.log[-2] if self.log else None
+
+    @property
+    def last_lap_ms(self) -> int | None:
+        return _lap_time(self.log[-1]) if self.log else None
 
     @property
     def status(self) -> Status:
@@ -206,6 +260,7 @@ class RunningOrder:
         "flag",
         "last_cross_ms",
         "last_crossers",
+        "moved",
         "order",
         "penalized",
         "race",
@@ -226,8 +281,9 @@ class RunningOrder:
         self.classes: list[str] = []
         self.cars: dict[str, CarState] = {}
         self.by_idx: list[CarState] = []
-        self.order: SortedList = SortedList()
-        self.class_order: dict[str, SortedList] = {}
+        self.order = RankedList()
+        self.class_order: dict[str, RankedList] = {}
+        self.moved: set[int] = set()  # cars whose ranking key may be stale (by index)
         self.sector_bests: list[int] = [_NO_TIME] * self.sectors
         self.class_sector_bests: dict[str, list[int]] = {}
         self.penalized: set[str] = set()
@@ -248,32 +304,43 @@ def _rank_key(state: RunningOrder, car: CarState) -> int:
     if state.race:
         counted = car.counted
         if counted:
-            key = _key(_LAP_CAP - car.lap_nos[counted - 1],
-                       car.crossings[counted - 1] + car.penalty_ms, car.idx)
+            lap = min(car.log[3 * counted - 2], _LAP_CAP)
+            key = _key(_LAP_CAP - lap, car.log[3 * counted - 3] + car.penalty_ms, car.idx)
         else:
             key = _key(_LAP_CAP, 0, car.idx)
     elif car.best_ms is not None:
         key = _key(car.best_ms, car.best_time, car.idx)
     else:
         counted = car.counted
-        last = car.crossings[counted - 1] if counted else 0
-        key = _NO_TIME_BIT | _key(_LAP_CAP - car.laps, last, car.idx)
+        last = car.log[3 * counted - 3] if counted else 0
+        key = _NO_TIME_BIT | _key(_LAP_CAP - min(car.laps, _LAP_CAP), last, car.idx)
     if car.disqualified:
         key |= _DQ_BIT
     return key
 
 
 def _reposition(state: RunningOrder, car: CarState) -> None:
-    key = _rank_key(state, car)
-    old = car.key
-    if key == old:
-        return
-    class_order = state.class_order[car.car_class]
-    state.order.remove(old)
-    class_order.remove(old)
-    state.order.add(key)
-    class_order.add(key)
-    car.key = key
+    """Note that the car's ranking key may have changed; ``_settle`` applies it."""
+    state.moved.add(car.idx)
+
+
+def _settle(state: RunningOrder) -> None:
+    """Re-key the cars that moved since the last view: O(moved x log n).
+
+    Done when the order is read, not per event: a lap only notes that its car
+    moved, so a car crossing the line ten times between two publications is
+    re-keyed once. The order's content depends only on the events folded, never
+    on when views were taken.
+    """
+    for idx in sorted(state.moved):
+        car = state.by_idx[idx]
+        key = _rank_key(state, car)
+        old = car.key
+        if key != old:
+            state.order.replace(old, key)
+            state.class_order[car.car_class].replace(old, key)
+            car.key = key
+    state.moved.clear()
 
 
 def _add_car(state: RunningOrder, car_no: str, entry: Entry | None) -> CarState:
@@ -290,7 +357,7 @@ def _add_car(state: RunningOrder, car_no: str, entry: Entry | None) -> CarState:
     state.cars[car_no] = car
     state.by_idx.append(car)
     if car_class not in state.class_order:
-        state.class_order[car_class] = SortedList()
+        state.class_order[car_class] = RankedList()
         state.class_sector_bests[car_class] = [_NO_TIME] * state.sectors
         if car_class not in state.classes:
             state.classes.append(car_class)
@@ -307,13 +374,13 @@ def _car(state: RunningOrder, car_no: str) -> CarState:
 
 def _recount(state: RunningOrder, car: CarState) -> None:
     """Which laps count, given the flag and the car's penalty: O(log laps)."""
-    crossings = car.crossings
-    n = len(crossings)
+    log = car.log
+    n = len(log) // 3
     flag_ms = state.chequered_ms
     if flag_ms is None:
         car.counted, car.finished = n, False
         return
-    first = bisect_left(crossings, flag_ms - car.penalty_ms)
+    first = bisect_left(range(n), flag_ms - car.penalty_ms, key=lambda i: log[3 * i])
     if first < n:
         car.counted, car.finished = first + 1, True
     else:
@@ -325,11 +392,11 @@ def _rescan_best(car: CarState) -> None:
     best_ms: int | None = None
     best_lap: int | None = None
     best_time = 0
-    lap_times, valid = car.lap_times, car.valid
-    for i in range(len(lap_times)):
-        ms = lap_times[i]
-        if valid[i] and ms >= 0 and (best_ms is None or ms < best_ms):
-            best_ms, best_lap, best_time = ms, car.lap_nos[i], car.crossings[i]
+    log = car.log
+    for i in range(0, len(log), 3):
+        ms = log[i + 2]
+        if ms >= 0 and (best_ms is None or ms < best_ms):
+            best_ms, best_lap, best_time = ms, log[i + 1], log[i]
     car.best_ms, car.best_lap, car.best_time = best_ms, best_lap, best_time
 
 
@@ -341,8 +408,7 @@ def _grow_sectors(state: RunningOrder, count: int) -> None:
     for bests in state.class_sector_bests.values():
         bests.extend([_NO_TIME] * extra)
     for car in state.by_idx:
-        car.sector_bests.extend([_NO_TIME] * extra)
-        car.last_sectors.extend([None] * extra)
+        car.sector_bests.extend([_NO_TIME] * extra)  # last_sectors: view() pads it
 
 
 def _sector_time(state: RunningOrder, car: CarState, i: int, ms: int) -> None:
@@ -378,22 +444,22 @@ def _session_started(state: RunningOrder, ev: SessionStarted) -> None:
 
 
 def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
+    # The hot path: one call per lap of every car. Kept flat on purpose (no helper
+    # calls for the common case), see bench/fold.py.
     car = state.cars.get(ev.car)
     if car is None:
         car = _add_car(state, ev.car, None)
     t = ev.session_time_ms
     ms = ev.lap_time_ms
+    lap = ev.lap
     # A lap that ends after the car already took the flag (a cool-down lap) counts
     # for nothing; a race's lap 1 arrives with valid=False from the loader.
     cooldown = car.after_flag
     eligible = ev.valid and not cooldown and ms is not None
-    car.crossings.append(t)
-    car.lap_nos.append(ev.lap)
-    car.lap_times.append(-1 if ms is None else ms)
-    car.valid.append(eligible)
-    car.driver = ev.driver or car.driver
-    car.last_lap = ev.lap
-    car.last_lap_ms = ms
+    log = car.log
+    log.extend((t, lap, ms if eligible else _code(ms, False)))  # type: ignore[arg-type]
+    if ev.driver:
+        car.driver = ev.driver
 
     if car.prev_in_pit:  # the lap after an in-lap completes the stop
         car.pit_stops += 1
@@ -403,29 +469,30 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
     if sectors:
         if len(sectors) > state.sectors:
             _grow_sectors(state, len(sectors))
-        first_lap = state.race and ev.lap == 1
-        last = car.last_sectors
+        car.last_sectors = sectors  # shared with the event: never edited in place
+        bests = car.sector_bests
         for i, s in enumerate(sectors):
-            last[i] = s
             # A race's first sector 1 is timed from the start line, not the finish line.
-            if s is not None and not cooldown and not (first_lap and i == 0):
+            if (s is not None and s < bests[i] and not cooldown
+                    and not (i == 0 and lap == 1 and state.race)):
                 _sector_time(state, car, i, s)
 
+    counts = True
     flag_ms = state.chequered_ms
-    if flag_ms is None:
-        car.counted = len(car.crossings)
-    else:
+    if flag_ms is not None:
         if t >= flag_ms:
             car.after_flag = True
-        if not car.finished:
-            car.counted = len(car.crossings)
+        if car.finished:
+            counts = False  # it already took the flag (shifted by its penalty)
+        else:
             car.finished = t + car.penalty_ms >= flag_ms
+    if counts:
+        car.counted = len(log) // 3
 
     improved = eligible and (car.best_ms is None or ms < car.best_ms)  # type: ignore[operator]
     if improved:
-        car.best_ms, car.best_lap, car.best_time = ms, ev.lap, t
-    if state.race or improved or car.best_ms is None:
-        _reposition(state, car)
+        car.best_ms, car.best_lap, car.best_time = ms, lap, t
+    state.moved.add(car.idx)  # its key changes in a race, and may in qualifying
 
     if t != state.last_cross_ms:
         state.last_cross_ms = t
@@ -439,11 +506,13 @@ def _sector_completed(state: RunningOrder, ev: SectorCompleted) -> None:
     i = ev.sector - 1
     if ev.sector > state.sectors:
         _grow_sectors(state, ev.sector)
-    last = car.last_sectors
-    if i == 0:  # a new lap has begun: its sectors replace the previous lap's
-        for j in range(len(last)):
-            last[j] = None
+    # A new lap has begun at sector 1: its sectors replace the previous lap's. Never
+    # edit the list in place: it may be a LapCompleted's own list.
+    last: list[int | None] = [None] * state.sectors
+    if i:
+        last[: len(car.last_sectors)] = car.last_sectors
     last[i] = ev.sector_time_ms
+    car.last_sectors = last
     car.in_pit = False  # it is out on track again
     if ev.driver:
         car.driver = ev.driver
@@ -455,10 +524,12 @@ def _lap_deleted(state: RunningOrder, ev: LapDeleted) -> None:
     car = state.cars.get(ev.car)
     if car is None:
         return
-    i = bisect_left(car.lap_nos, ev.lap)
-    if i >= len(car.lap_nos) or car.lap_nos[i] != ev.lap or not car.valid[i]:
-        return
-    car.valid[i] = False
+    log = car.log
+    n = len(log) // 3
+    i = bisect_left(range(n), ev.lap, key=lambda j: log[3 * j + 1])
+    if i >= n or log[3 * i + 1] != ev.lap or log[3 * i + 2] < 0:
+        return  # no such lap, or it never counted
+    log[3 * i + 2] = -2 - log[3 * i + 2]
     if car.best_lap == ev.lap:
         _rescan_best(car)
         _reposition(state, car)
@@ -524,9 +595,12 @@ _HANDLERS: Final[dict[type, Callable[[RunningOrder, Any], None]]] = {
 def apply(state: RunningOrder, event: Event) -> RunningOrder:
     """Fold one event into the running order (in place), in O(log n)."""
     state.session_time_ms = event.session_time_ms
-    handler = _HANDLERS.get(type(event))
-    if handler is not None:
-        handler(state, event)
+    if type(event) is LapCompleted:  # nearly every event: skip the table
+        _lap_completed(state, event)
+    else:
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(state, event)
     return state
 
 
@@ -579,6 +653,7 @@ def _none_if_unset(times: list[int]) -> list[int | None]:
 
 def view(state: RunningOrder) -> dict[str, Any]:
     """The running order as published: one row per car, in position order."""
+    _settle(state)
     race = state.race
     ordered = [state.by_idx[key & _IDX_MASK] for key in state.order]
     fastest = _best_of(ordered)
@@ -602,7 +677,8 @@ def view(state: RunningOrder) -> dict[str, Any]:
         c_gap_ms, c_gap_laps = _gap(race, car, c_leader)
         c_int_ms, c_int_laps = _gap(race, car, class_prev.get(name))
         class_best_car = class_fastest.get(name)
-        if car.last_lap is not None and car.last_lap == car.best_lap:
+        last_lap = car.last_lap
+        if last_lap is not None and last_lap == car.best_lap:
             if car is fastest:
                 last_marker = Marker.OVERALL_BEST.value
             elif car is class_best_car:
@@ -613,6 +689,8 @@ def view(state: RunningOrder) -> dict[str, Any]:
             last_marker = Marker.NONE.value
         class_sectors = state.class_sector_bests[name]
         bests = car.sector_bests
+        last_sectors = list(car.last_sectors)
+        last_sectors.extend([None] * (len(bests) - len(last_sectors)))
         rows.append({
             "position": position,
             "class_position": class_position[name],
@@ -635,17 +713,17 @@ def view(state: RunningOrder) -> dict[str, Any]:
             "best_lap_ms": car.best_ms,
             "best_lap": car.best_lap,
             "last_lap_ms": car.last_lap_ms,
-            "last_lap": car.last_lap,
+            "last_lap": last_lap,
             "last_lap_marker": last_marker,
             "sector_bests_ms": _none_if_unset(bests),
             "sector_markers": [
                 _marker(None if b == _NO_TIME else b, overall_sectors[i], class_sectors[i], b)
                 for i, b in enumerate(bests)
             ],
-            "last_sectors_ms": list(car.last_sectors),
+            "last_sectors_ms": last_sectors,
             "last_sector_markers": [
                 _marker(s, overall_sectors[i], class_sectors[i], bests[i])
-                for i, s in enumerate(car.last_sectors)
+                for i, s in enumerate(last_sectors)
             ],
             "pit_stops": car.pit_stops,
             "in_pit": car.in_pit,
