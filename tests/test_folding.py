@@ -13,7 +13,9 @@ from consumers.folding import Folder, fold_all
 from consumers.registry import BUILTIN, load_consumer
 from simulator.contract import (
     CarRetired,
+    ChampionshipSetup,
     ChequeredFlag,
+    Competitor,
     Disqualified,
     Entry,
     Event,
@@ -21,6 +23,7 @@ from simulator.contract import (
     FlagChanged,
     LapCompleted,
     LapDeleted,
+    PointsRules,
     SectorCompleted,
     SessionFinished,
     SessionKind,
@@ -29,7 +32,7 @@ from simulator.contract import (
 )
 from simulator.eventlog import EventLogBuilder
 
-CONSUMERS: list[Consumer[Any]] = [load_consumer(name) for name in BUILTIN[:2]]
+CONSUMERS: list[Consumer[Any]] = [load_consumer(name) for name in BUILTIN]
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -46,11 +49,22 @@ def session_logs(draw: st.DrawFn, epoch: int = 1) -> list[Event]:
     cars = draw(st.lists(st.sampled_from(["1", "2", "7", "007", "50", "51", "88"]),
                          min_size=2, max_size=6, unique=True))
     classes = {car: ("LMGT3" if car in ("50", "51", "88") else "HYPERCAR") for car in cars}
+    hypercars = [c for c in cars if classes[c] == "HYPERCAR"]
+    championship = None
+    if hypercars and draw(st.booleans()):
+        championship = ChampionshipSetup(
+            name="Prop drivers", rules=PointsRules(race_points=[25, 18, 15, 12],
+                                                   championship_class="HYPERCAR"),
+            standings=[Competitor(car=c, name=f"Crew {c}", points=draw(st.integers(0, 60)),
+                                  places=draw(st.lists(st.integers(0, 3), max_size=3)))
+                       for c in hypercars],
+            pole_car=draw(st.sampled_from([None, *hypercars])),
+        )
     log = EventLogBuilder("prop", epoch=epoch)
     events: list[Event] = [log.emit(
         SessionStarted, session_time_ms=0, series="Prop", event_name="Prop", session_kind=kind,
         scheduled_start="2024-03-02T14:00:00+03:00", time_zone="Asia/Bahrain",
-        classes=sorted(set(classes.values())),
+        classes=sorted(set(classes.values())), championship=championship,
         entries=[Entry(car=c, car_class=classes[c], team=f"T{c}", drivers=[f"D{c}", f"E{c}"])
                  for c in cars],
     )]
