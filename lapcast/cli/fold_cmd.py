@@ -26,7 +26,7 @@ from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
 from simulator.timefmt import format_gap, format_ms, parse_duration
 
-__all__ = ["FoldResult", "Penalty", "fold_source", "parse_penalty", "register"]
+__all__ = ["FoldResult", "Penalty", "SourceReader", "fold_source", "parse_penalty", "register"]
 
 PENALTY_REASON = "--penalty on the command line"
 
@@ -57,6 +57,7 @@ class FoldResult:
     """The folders after the whole source, and what was read."""
 
     source: str
+    session_id: str
     events: int
     lap_events: int
     folders: list[Folder[Any]]
@@ -71,7 +72,7 @@ class FoldResult:
         return out
 
 
-class _Reader:
+class SourceReader:
     """Passes the source's events through, counting them and noting what penalties need."""
 
     def __init__(self, source_name: str, penalties: list[Penalty]) -> None:
@@ -80,6 +81,7 @@ class _Reader:
         self.events = 0
         self.lap_events = 0
         self.cars: set[str] = set()
+        self.session_id = ""
 
     def __call__(self, events: Iterable[Event]) -> Iterator[Event]:
         last: Event | None = None
@@ -92,6 +94,8 @@ class _Reader:
                 self.cars.update(entry.car for entry in event.entries)
             last = event
             yield event
+        if last is not None:
+            self.session_id = last.session_id
         if not self.penalties:
             return
         if last is None:
@@ -128,10 +132,10 @@ def fold_source(
     """Load ``spec`` and fold it (plus the penalties) into the built-in projections."""
     source = load_source(spec, session_id=session_id, granularity=granularity)
     chosen = list(consumers) if consumers is not None else [load_consumer(n) for n in BUILTIN]
-    reader = _Reader(source.name or spec, list(penalties))
+    reader = SourceReader(source.name or spec, list(penalties))
     folders = fold_all(chosen, reader(source.events()))
-    return FoldResult(source=spec, events=reader.events, lap_events=reader.lap_events,
-                      folders=folders)
+    return FoldResult(source=spec, session_id=reader.session_id or source.session_id,
+                      events=reader.events, lap_events=reader.lap_events, folders=folders)
 
 
 # --- output ------------------------------------------------------------------------------
@@ -139,8 +143,8 @@ def fold_source(
 def json_document(result: FoldResult) -> dict[str, Any]:
     """The one document ``--json`` prints."""
     views = result.views()
-    doc: dict[str, Any] = {"source": result.source, "events": result.events,
-                           "lap_events": result.lap_events}
+    doc: dict[str, Any] = {"source": result.source, "session_id": result.session_id,
+                           "events": result.events, "lap_events": result.lap_events}
     running = views.get("running_order")
     if running is not None:
         doc["session_kind"] = running["session_kind"]
@@ -163,7 +167,9 @@ def _running_table(view: dict[str, Any]) -> Table:
                           ("Team", "left"), ("Driver", "left"), ("Status", "left"),
                           ("Laps", "right"), ("Gap", "right"), ("Int", "right"),
                           ("Last", "right"), ("Best", "right"), ("Pits", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         max_width=26 if name in ("Team", "Driver") else None,
+                         overflow="ellipsis")
     styles = {"overall-best": "magenta", "class-best": "cyan", "personal-best": "green"}
     for row in view["rows"]:
         last = format_ms(row["last_lap_ms"])
@@ -219,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(msgspec.json.encode(json_document(result)) + b"\n")
         sys.stdout.flush()
     else:
-        print_tables(result, Console(highlight=False))
+        # Piped output keeps whole rows (rich would squeeze them into 80 columns).
+        width = None if sys.stdout.isatty() else 160
+        print_tables(result, Console(highlight=False, width=width))
     return 0
 
 
