@@ -487,28 +487,26 @@ def _counterfactuals(setup: ChampionshipSetup, contenders: list[_Contender],
     without_stakes = _Stakes(without, setup.rules.race_points)
     what = "the pole point" if pole_points == 1 else f"the {pole_points} pole points"
     out: list[str] = []
+    told: set[frozenset[tuple[str, Position]]] = set()
     for c, c0 in zip(contenders, without, strict=True):
         sure = set(with_stakes.guaranteed(c))
         sure0 = set(without_stakes.guaranteed(c0))
-        whose = what if c is holder else f"#{holder.car}'s {what.removeprefix('the ')}"
-        lost = [p for p in with_stakes.positions if p in sure and p not in sure0]
-        gained = [p for p in with_stakes.positions if p in sure0 and p not in sure]
-        if lost:
-            p = lost[-1]
-            threat = without_stakes.threat(c0, p)
-            if threat is not None:
-                r, q = threat
-                out.append(f"without {whose}: "
-                           f"{_outcome_words(without_stakes, c0, p, r, q)}")
-        elif gained:
-            p = gained[-1]
-            threat = without_stakes.threat(c0, p)
-            if threat is not None:
-                r, q = threat
-                mine, theirs = without_stakes.score(c0, p)[0], without_stakes.score(r, q)[0]
-                out.append(f"without {whose}: {c.label} would be champions if they "
-                           f"{_finish_words(p)}, even if "
-                           f"{_rival_does(r.car, q, or_worse=False)} ({mine} vs {theirs})")
+        # The worst place whose outcome the pole points decide, either way.
+        changed = [p for p in with_stakes.positions if (p in sure) != (p in sure0)]
+        if not changed:
+            continue
+        p = changed[-1]
+        threat = without_stakes.threat(c0, p)
+        if threat is None:
+            continue
+        r, q = threat
+        pair = frozenset({(c.car, p), (r.car, q)})
+        if pair in told:
+            continue  # the same two results, already told from the other side
+        told.add(pair)
+        whose = what if c is holder else \
+            f"#{holder.car}'s {what.removeprefix('the ')}"
+        out.append(f"without {whose}: {_outcome_words(without_stakes, c0, p, r, q)}")
     return out
 
 
