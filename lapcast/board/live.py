@@ -44,7 +44,8 @@ async def listen(broker: BrokerSettings, store: BoardStore) -> None:
     filters = [(topic, 1) for topic in board_topics(store.session_id)]
     while True:
         try:
-            async with aiomqtt.Client(**broker.client_kwargs()) as client:
+            # A refusal (bad credentials, not authorized) raises BrokerError: not retried.
+            async with broker.client() as client:
                 await client.subscribe(filters)
                 store.set_connection("")
                 attempt = 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from lapcast.board import BoardSettings, run_board
 from lapcast.cli.common import add_broker_options, broker_settings
+from simulator.errors import LapcastError
 from simulator.topics import validate_session_id
 
 __all__ = ["register"]
@@ -52,5 +53,8 @@ def run(args: argparse.Namespace) -> int:
     settings = BoardSettings(session_id=args.session, fps=args.fps,
                              exit_when_done=args.exit_when_done)
     broker = broker_settings(args)
-    asyncio.run(run_board(broker, settings))
+    try:
+        asyncio.run(run_board(broker, settings))
+    except* LapcastError as group:  # a refusal by the broker, out of the board's task group
+        raise group.exceptions[0] from None
     return 0
