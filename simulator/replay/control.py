@@ -92,15 +92,16 @@ _name_decoder: Final = msgspec.json.Decoder(_Name)
 
 def parse_speed(value: float | str) -> float | None:
     """A speed factor: a number above 0 (``"60"`` too), or ``"max"`` (None)."""
+    shown = value
     if isinstance(value, str):
         if value.strip().lower() == "max":
             return None
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"speed {value!r} is neither a number nor \"max\"") from None
+            raise ValueError(f"speed {shown!r} is neither a number nor \"max\"") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"speed {value!r} must be a number above 0, or \"max\"")
+        raise ValueError(f"speed {shown!r} must be a number above 0, or \"max\"")
     return float(value)
 
 

@@ -22,12 +22,40 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["PUBLISHED_AT", "Delivery", "Outgoing"]
+__all__ = ["PUBLISHED_AT", "Delivery", "Outgoing", "PublishedAt"]
 
 PUBLISHED_AT: Final = "published_at_ns"
+_USER_PROPERTY: Final = 0x26  # MQTT v5 property identifier of a User Property
+_KEY: Final = len(PUBLISHED_AT).to_bytes(2, "big") + PUBLISHED_AT.encode()
+
+
+class PublishedAt(Properties):
+    """A PUBLISH's properties: only the user property ``published_at_ns``, packed by hand.
+
+    paho's ``Properties`` costs some 50 microseconds per message to build and pack
+    (name lookups by string munging), more than the rest of a publish; at QoS 1 and
+    thousands of messages per second that alone would cap the engine. This packs the
+    same bytes (MQTT v5 2.2.2: property length, then identifier 0x26 and a UTF-8
+    string pair); a test checks them against paho's own packing.
+    """
+
+    __setattr__ = object.__setattr__  # paho's checks every name against its table
+
+    def __init__(self, ns: int) -> None:  # paho's __init__ is the cost we avoid
+        self.ns = ns
+        value = str(ns).encode()
+        body = bytes((_USER_PROPERTY,)) + _KEY + len(value).to_bytes(2, "big") + value
+        self._packed = bytes((len(body),)) + body  # < 128 bytes: a one-byte length
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __repr__(self) -> str:
+        return f"[UserProperty : [('{PUBLISHED_AT}', '{self.ns}')]]"
+
+    __str__ = __repr__
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +88,7 @@ class Delivery:
         self._client: Any = None
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(window)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -117,11 +146,17 @@ class Delivery:
 
     def _launch(self, item: Outgoing) -> None:
         assert self._tg is not None, "send() before attach()"
-        self._tg.create_task(self._publish(self._client, self._slots, item))
+        task = self._tg.create_task(self._publish(self._client, self._slots, item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel(self) -> None:
+        """Cancel the publishes still waiting for their acknowledgement (stopping)."""
+        for task in self._tasks:
+            task.cancel()
 
     async def _publish(self, client: Any, slots: asyncio.Semaphore, item: Outgoing) -> None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = (PUBLISHED_AT, str(time.time_ns()))
+        props = PublishedAt(time.time_ns())
         try:
             # No timeout: a lost connection ends the engine's reader loop, which
             # cancels this task; a timeout would only add a timer per message.

@@ -457,7 +457,7 @@ class ReplayEngine:
     def _client_kwargs(self) -> dict[str, Any]:
         s = self.settings
         client_id = s.client_id or f"lapcast-replay-{self.session_id}-{uuid.uuid4().hex[:6]}"
-        return s.broker.client_kwargs(
+        return dict(
             identifier=client_id,
             will=aiomqtt.Will(self._topic_status, LOST_STATUS, qos=1, retain=True),
             max_inflight_messages=s.window,
@@ -466,36 +466,43 @@ class ReplayEngine:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connection: subscribe, resend what is pending, publish until stopped."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            self.delivery.attach(client, tg)
-            await client.subscribe([(self._topic_control, 1), (self._topic_catchup, 1)])
-            reader = tg.create_task(self._read(client, tg))
-            tg.create_task(self._publish_meta())
-            if not self._started:
-                self._started = True
-                self.pacer.seek(self.settings.start_ms)  # the session clock starts now
-            else:
-                resume = self.delivery.first_unacked_seq
-                if resume is None:
-                    event = self._cursor.peek() if self._cursor else None
-                    resume = (self.epoch, event.seq if event else self.total_events + 1)
-                self.stats.resumes.append(resume)
-                log.warning("reconnected: resuming", epoch=resume[0], seq=resume[1])
-            await self.delivery.resend()
-            pump = tg.create_task(self._pump())
-            status = tg.create_task(self._status_loop(client))
-            self._status_now.set()
-            self._connected.set()
-            await self._stop.wait()
-            pump.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.stop_grace_s):
-                    await self.delivery.drained()
-            status.cancel()
-            reader.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._serve(client, tg)
+        except BaseExceptionGroup as group:
+            raise _single(group) from None
         final = "finished" if self._finished else "stopped"
         await self._publish_status(client, state=final)
+
+    async def _serve(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
+        self.delivery.attach(client, tg)
+        await client.subscribe([(self._topic_control, 1), (self._topic_catchup, 1)])
+        reader = tg.create_task(self._read(client, tg))
+        tg.create_task(self._publish_meta())
+        if not self._started:
+            self._started = True
+            self.pacer.seek(self.settings.start_ms)  # the session clock starts now
+        else:
+            resume = self.delivery.first_unacked_seq
+            if resume is None:
+                event = self._cursor.peek() if self._cursor else None
+                resume = (self.epoch, event.seq if event else self.total_events + 1)
+            self.stats.resumes.append(resume)
+            log.warning("reconnected: resuming", epoch=resume[0], seq=resume[1])
+        await self.delivery.resend()
+        pump = tg.create_task(self._pump())
+        status = tg.create_task(self._status_loop(client))
+        self._status_now.set()
+        self._connected.set()
+        await self._stop.wait()
+        pump.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.stop_grace_s):
+                await self.delivery.drained()
+        status.cancel()
+        reader.cancel()
+        self.delivery.cancel()
 
     async def _fsync_loop(self) -> None:
         journal = self.journal
@@ -529,25 +536,55 @@ class ReplayEngine:
         s = self.settings
         delay = s.reconnect_min_s
         while not self._stop.is_set():
-            lost: BaseException | None = None
             try:
-                async with aiomqtt.Client(**self._client_kwargs()) as client:
+                # A CheckedClient: a refused connection or publish (ACL) is a BrokerError,
+                # final; an unreachable or lost broker is an MqttError, retried.
+                async with s.broker.client(**self._client_kwargs()) as client:
                     # aiomqtt warns above 10 pending calls; our window is deliberate.
                     client.pending_calls_threshold = 1 << 30
                     self.stats.connections += 1
                     delay = s.reconnect_min_s
-                    await self._session(client)
-            except* aiomqtt.MqttError as group:
-                lost = group.exceptions[0]
+                    try:
+                        await self._session(client)
+                    except aiomqtt.MqttError:
+                        raise
+                    except Exception as exc:
+                        await self._say_lost(client, exc)
+                        raise
+                return
+            except aiomqtt.MqttError as exc:
+                log.warning("broker connection lost", error=str(exc), retry_in_s=delay,
+                            pending=len(self.delivery.pending))
             finally:
                 self._connected.clear()
                 self.delivery.detach()
                 self._tg = None
-            if lost is None:
-                return
-            log.warning("broker connection lost", error=str(lost), retry_in_s=delay,
-                        pending=len(self.delivery.pending))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stop.wait()
             delay = min(delay * 2, s.reconnect_max_s)
+
+    async def _say_lost(self, client: aiomqtt.Client, exc: BaseException) -> None:
+        """Best effort: a clean disconnect sends no last will, so say it ourselves."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self._publish_status(client, state="lost", reason=str(exc))
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception that ended a connection's task group: a final error before a lost
+    connection (several publishes fail at once when the connection drops)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, aiomqtt.MqttError):
+            return exc
+    return leaves[0]
