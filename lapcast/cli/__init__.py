@@ -22,6 +22,7 @@ __all__ = ["build_parser", "main"]
 
 # Subcommand modules, in the order `lapcast --help` lists them.
 COMMANDS = (
+    "replay",
     "fold",
     "board",
     "consume",
