@@ -12,8 +12,11 @@ When the round decides the title (``rounds_remaining == 0``) the view works out,
 for every contender, the race finishing positions that make them champion whatever
 the others do, those that can still do it and what the rivals must do then, and
 puts it in words; and what the pole points changed (the counterfactual without
-them). That analysis runs in ``view()`` (a few contenders times a dozen positions,
-computed when a state is published, not per event); ``apply`` stays O(log n).
+them). That analysis runs in ``view()``, which the runner calls coalesced, a few
+times a second, not per event: a few contenders times a dozen positions, and in a
+race one sort of the class (O(n log n), a millisecond for a thousand cars). So
+``apply`` stays cheap: O(1) per race lap (it only records the crossing) and
+O(log n) per qualifying lap that improves a car's best.
 """
 
 from __future__ import annotations
@@ -53,13 +56,12 @@ class _ClassCar:
         "after_flag",
         "best",
         "car",
-        "counted",
         "crossings",
         "disqualified",
+        "finished",
         "idx",
         "laps",
         "penalty_ms",
-        "rank",
     )
 
     def __init__(self, car: str, idx: int) -> None:
@@ -69,11 +71,11 @@ class _ClassCar:
         self.laps: dict[int, tuple[int, int]] = {}  # lap -> (lap time, crossing ms)
         self.best: tuple[int, int, int] | None = None  # its key in ``bests``
         self.after_flag = False
-        # Race: every crossing, the laps that count and the key in ``ranking``.
+        # Race: its crossings up to the one that took the flag (later laps never count,
+        # and a penalty only ever moves the flag-taking crossing earlier).
         self.crossings: list[int] = []
-        self.counted = 0
         self.penalty_ms = 0
-        self.rank: tuple[int, int, int] | None = None
+        self.finished = False
         self.disqualified = False
 
 
@@ -81,14 +83,13 @@ class ChampionshipState:
     """The fold's state (updated in place)."""
 
     __slots__ = ("bests", "cars", "chequered_ms", "finished", "kind", "last_cross_ms",
-                 "last_crossers", "ranking", "setup")
+                 "last_crossers", "setup")
 
     def __init__(self) -> None:
         self.setup: ChampionshipSetup | None = None
         self.kind = SessionKind.QUALIFYING
         self.cars: dict[str, _ClassCar] = {}
         self.bests = SortedList()  # (lap time, crossing ms, idx): first is the pole
-        self.ranking = SortedList()  # (-laps, crossing + penalty, idx): class order
         self.chequered_ms: int | None = None
         self.last_cross_ms: int | None = None
         self.last_crossers: list[str] = []
@@ -110,10 +111,7 @@ def _session_started(state: ChampionshipState, ev: SessionStarted) -> None:
     wanted = ev.championship.rules.championship_class
     for entry in ev.entries:
         if entry.car_class == wanted and entry.car not in state.cars:
-            car = _ClassCar(entry.car, len(state.cars))
-            state.cars[entry.car] = car
-            if state.kind is SessionKind.RACE:
-                _rerank(state, car)
+            state.cars[entry.car] = _ClassCar(entry.car, len(state.cars))
 
 
 def _rescan_best(state: ChampionshipState, car: _ClassCar) -> None:
@@ -126,26 +124,12 @@ def _rescan_best(state: ChampionshipState, car: _ClassCar) -> None:
         state.bests.add(car.best)
 
 
-def _rerank(state: ChampionshipState, car: _ClassCar) -> None:
-    if car.rank is not None:
-        state.ranking.remove(car.rank)
-        car.rank = None
-    if car.disqualified:
-        return
-    last = car.crossings[car.counted - 1] + car.penalty_ms if car.counted else 0
-    car.rank = (-car.counted, last, car.idx)
-    state.ranking.add(car.rank)
-
-
-def _recount(state: ChampionshipState, car: _ClassCar) -> None:
-    """The laps that count: once the flag is out, up to the car's first crossing after it
-    (shifted by its penalty), O(log laps)."""
-    flag = state.chequered_ms
-    if flag is None:
-        car.counted = len(car.crossings)
-    else:
-        car.counted = min(len(car.crossings),
-                          bisect_left(car.crossings, flag - car.penalty_ms) + 1)
+def _counted(car: _ClassCar, flag_ms: int | None) -> int:
+    """The laps that count: once the flag is out, up to the car's first crossing at or
+    after it (shifted by its penalty). O(log laps)."""
+    if flag_ms is None:
+        return len(car.crossings)
+    return min(len(car.crossings), bisect_left(car.crossings, flag_ms - car.penalty_ms) + 1)
 
 
 def _lap_completed(state: ChampionshipState, ev: LapCompleted) -> None:
@@ -153,17 +137,20 @@ def _lap_completed(state: ChampionshipState, ev: LapCompleted) -> None:
     t = ev.session_time_ms
     if car is not None:
         if state.kind is SessionKind.RACE:
-            finished = state.chequered_ms is not None and car.counted < len(car.crossings)
-            car.crossings.append(t)
-            if not finished:
-                _recount(state, car)
-                _rerank(state, car)
+            if not car.finished:
+                car.crossings.append(t)
+                flag = state.chequered_ms
+                car.finished = flag is not None and t + car.penalty_ms >= flag
         elif state.kind is SessionKind.QUALIFYING:
             ms = ev.lap_time_ms
             if ev.valid and ms is not None and not car.after_flag:
                 car.laps[ev.lap] = (ms, t)
-                if car.best is None or (ms, t) < car.best[:2]:
-                    _rescan_best(state, car)
+                # Crossings only move forward: a lap is better only if strictly faster.
+                if car.best is None or ms < car.best[0]:
+                    if car.best is not None:
+                        state.bests.remove(car.best)
+                    car.best = (ms, t, car.idx)
+                    state.bests.add(car.best)
             if state.chequered_ms is not None and t >= state.chequered_ms:
                 car.after_flag = True
     if t != state.last_cross_ms:
@@ -187,8 +174,9 @@ def _time_penalty(state: ChampionshipState, ev: TimePenalty) -> None:
     if car is None or state.kind is not SessionKind.RACE:
         return
     car.penalty_ms += ev.penalty_ms
-    _recount(state, car)
-    _rerank(state, car)
+    flag = state.chequered_ms
+    if flag is not None and car.crossings:
+        car.finished = car.finished or car.crossings[-1] + car.penalty_ms >= flag
 
 
 def _disqualified(state: ChampionshipState, ev: Disqualified) -> None:
@@ -198,7 +186,6 @@ def _disqualified(state: ChampionshipState, ev: Disqualified) -> None:
     car.disqualified = True
     car.laps.clear()
     _rescan_best(state, car)
-    _rerank(state, car)
 
 
 def _chequered(state: ChampionshipState, ev: ChequeredFlag) -> None:
@@ -206,9 +193,8 @@ def _chequered(state: ChampionshipState, ev: ChequeredFlag) -> None:
     if state.kind is SessionKind.RACE:
         # Only a penalised car can have crossed "after" the flag already.
         for car in state.cars.values():
-            if car.penalty_ms:
-                _recount(state, car)
-                _rerank(state, car)
+            if car.penalty_ms and car.crossings:
+                car.finished = car.crossings[-1] + car.penalty_ms >= ev.session_time_ms
     elif state.last_cross_ms is not None and state.last_cross_ms >= ev.session_time_ms:
         for car_no in state.last_crossers:  # crossed at the very moment: finished
             crosser = state.cars.get(car_no)
@@ -299,10 +285,17 @@ class _Stakes:
         self.contenders = contenders
         self.table = list(table)
         self.positions: list[Position] = [*range(1, len(self.table) + 1), None]
+        # view() asks the same questions several times (statements, counterfactuals).
+        self._scores: dict[tuple[str, Position], tuple[int, tuple[int, ...]]] = {}
+        self._needs: dict[tuple[str, Position], dict[str, Position] | None] = {}
 
     def score(self, c: _Contender, p: Position) -> tuple[int, tuple[int, ...]]:
-        race = self.table[p - 1] if p is not None else 0
-        return c.base + race, _places(c.before, p)
+        key = (c.car, p)
+        found = self._scores.get(key)
+        if found is None:
+            race = self.table[p - 1] if p is not None else 0
+            found = self._scores[key] = (c.base + race, _places(c.before, p))
+        return found
 
     def beats(self, c: _Contender, p: Position, r: _Contender, q: Position) -> bool:
         return _ahead(*self.score(c, p), *self.score(r, q))
@@ -322,6 +315,12 @@ class _Stakes:
 
     def needs(self, c: _Contender, p: Position) -> dict[str, Position] | None:
         """Rival -> best place it may take; None if ``c`` cannot be champion at ``p``."""
+        key = (c.car, p)
+        if key not in self._needs:
+            self._needs[key] = self._work_out_needs(c, p)
+        return self._needs[key]
+
+    def _work_out_needs(self, c: _Contender, p: Position) -> dict[str, Position] | None:
         out: dict[str, Position] = {}
         for r in self.contenders:
             if r is c:
@@ -523,13 +522,20 @@ def _pole_car(state: ChampionshipState) -> str | None:
     return state.setup.pole_car
 
 
-def _race_position(state: ChampionshipState, car_no: str) -> Position:
-    car = state.cars.get(car_no)
-    if state.kind is not SessionKind.RACE or car is None or car.rank is None:
-        return None
-    if car.counted == 0:
-        return None
-    return int(state.ranking.index(car.rank)) + 1
+def _race_positions(state: ChampionshipState) -> dict[str, int]:
+    """Class positions in a race: laps that count, then the (penalised) crossing of the
+    last of them; a car without a lap or disqualified has none. O(n log n)."""
+    if state.kind is not SessionKind.RACE:
+        return {}
+    flag = state.chequered_ms
+    keys: list[tuple[int, int, int, str]] = []
+    for car in state.cars.values():
+        counted = _counted(car, flag)
+        if counted and not car.disqualified:
+            keys.append((-counted, car.crossings[counted - 1] + car.penalty_ms, car.idx,
+                         car.car))
+    keys.sort()
+    return {key[3]: i for i, key in enumerate(keys, 1)}
 
 
 def view(state: ChampionshipState) -> dict[str, Any] | None:
@@ -539,10 +545,11 @@ def view(state: ChampionshipState) -> dict[str, Any] | None:
         return None
     rules = setup.rules
     pole_car = _pole_car(state)
+    positions = _race_positions(state)
     rows: list[dict[str, Any]] = []
     for comp in setup.standings:
         pole_points = rules.pole_points if comp.car == pole_car else 0
-        position = _race_position(state, comp.car)
+        position = positions.get(comp.car)
         race_points = (rules.race_points[position - 1]
                        if position is not None and position <= len(rules.race_points) else 0)
         rows.append({
