@@ -13,6 +13,8 @@ pole, then deleted" stays visible after the fact.
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
@@ -40,6 +42,7 @@ _TIME_BITS: Final = 47
 _TIME_BIAS: Final = 1 << 45
 _TIME_MASK: Final = (1 << _TIME_BITS) - 1
 _NO_LAP: Final = 1 << 62  # above any lap time: `ms < best_ms` needs no None test
+_NEVER: Final = -(1 << 62)  # before any session time
 
 
 def _key(lap_time_ms: int, set_at_ms: int, idx: int) -> int:
@@ -50,19 +53,37 @@ def _key(lap_time_ms: int, set_at_ms: int, idx: int) -> int:
 class PoleCar:
     """One car's eligible laps (valid, timed, before its flag) and its best of them."""
 
-    __slots__ = ("after_flag", "best", "best_ms", "car", "car_class", "idx", "key", "laps")
+    __slots__ = ("best", "best_ms", "car", "car_class", "driver", "idx", "key", "laps",
+                 "last_crossing", "stints")
 
     def __init__(self, *, car: str, idx: int, car_class: str) -> None:
         self.car = car
         self.idx = idx
         self.car_class = car_class
-        # Only laps that may count, as (lap time, crossing, lap, driver): a deletion
-        # rescans these, and min() of them is the best lap, first set first.
-        self.laps: list[tuple[int, int, int, str]] = []
-        self.best: tuple[int, int, int, str] | None = None
-        self.best_ms = _NO_LAP  # the best lap's time, kept apart for the hot path
+        # Only laps that may count, three ints each: lap time, crossing, lap number. A
+        # deletion rescans these. Plain ints in an array: nothing kept per lap as
+        # Python objects (memory, checkpoints, allocator churn).
+        self.laps = array("q")
+        self.best = -1  # which of those laps is the best; -1: none
+        self.best_ms = _NO_LAP  # its time, kept apart for the hot path
         self.key = -1  # -1: not in the class list
-        self.after_flag = False
+        # Its latest crossing: once one is at or after the flag, the car has finished
+        # and its later laps (a cool-down lap) count for nothing.
+        self.last_crossing = _NEVER
+        # Who drove which laps: (first lap, driver) at every driver change.
+        self.driver = ""
+        self.stints: list[tuple[int, str]] = []
+
+    def driver_of(self, lap: int) -> str:
+        i = bisect_right(self.stints, lap, key=lambda stint: stint[0]) - 1
+        return self.stints[i][1] if i >= 0 else ""
+
+    def best_lap(self) -> tuple[int, int, str] | None:
+        """``(lap time, lap, driver)`` of the best lap."""
+        if self.best < 0:
+            return None
+        i = 3 * self.best
+        return self.laps[i], self.laps[i + 2], self.driver_of(self.laps[i + 2])
 
 
 class ClassPoles:
@@ -76,9 +97,6 @@ class ClassPoles:
         "class_cars",
         "classes",
         "history",
-        "last_cross_ms",
-        "last_crossers",
-        "names",
         "poles",
     )
 
@@ -91,11 +109,6 @@ class ClassPoles:
         self.poles: dict[str, int | None] = {}  # class -> key of the pole, None: no pole
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.chequered_ms: int | None = None
-        self.last_cross_ms: int | None = None
-        self.last_crossers: list[str] = []
-        # One str per driver name, shared by all their laps (a decoded event brings its
-        # own copy: keeping one per lap would grow memory and checkpoints).
-        self.names: dict[str, str] = {}
 
 
 def initial() -> ClassPoles:
@@ -131,10 +144,10 @@ def _check_pole(state: ClassPoles, name: str, ev: Event, cause: Cause) -> None:
                              "session_time_ms": ev.session_time_ms, "seq": ev.seq,
                              "cause": cause}
     if key is not None:
-        best = state.by_idx[key & _IDX_MASK].best
+        car = state.by_idx[key & _IDX_MASK]
+        best = car.best_lap()
         assert best is not None
-        entry.update(car=state.by_idx[key & _IDX_MASK].car, driver=best[3], lap=best[2],
-                     lap_time_ms=best[0])
+        entry.update(car=car.car, driver=best[2], lap=best[1], lap_time_ms=best[0])
     state.history[name].append(entry)
 
 
@@ -152,34 +165,32 @@ def _lap_completed(state: ClassPoles, ev: LapCompleted) -> None:
         car = _add_car(state, ev.car, "")
     t = ev.session_time_ms
     ms = ev.lap_time_ms
+    if ev.driver != car.driver:
+        car.stints.append((ev.lap, ev.driver))
+        car.driver = ev.driver
+    flag_ms = state.chequered_ms
     # A lap that ends after the car took the flag counts for nothing (a cool-down lap).
-    if ev.valid and ms is not None and not car.after_flag:
-        lap = (ms, t, ev.lap, state.names.setdefault(ev.driver, ev.driver))
-        car.laps.append(lap)
+    if ev.valid and ms is not None and (flag_ms is None or car.last_crossing < flag_ms):
+        laps = car.laps
+        laps.extend((ms, t, ev.lap))
         if ms < car.best_ms:
-            _set_best(state, car, lap)
-            bests = state.bests[car.car_class]
-            if car.key == bests[0]:
+            _set_best(state, car, len(laps) // 3 - 1)
+            if car.key == state.bests[car.car_class][0]:
                 _check_pole(state, car.car_class, ev, "lap")
-    if state.chequered_ms is not None and t >= state.chequered_ms:
-        car.after_flag = True
-    if t != state.last_cross_ms:
-        state.last_cross_ms = t
-        state.last_crossers = [ev.car]
-    else:
-        state.last_crossers.append(ev.car)
+    car.last_crossing = t
 
 
-def _set_best(state: ClassPoles, car: PoleCar, lap: tuple[int, int, int, str] | None) -> None:
-    """Make ``lap`` the car's best (None: it has none) and move its key in the class list."""
+def _set_best(state: ClassPoles, car: PoleCar, best: int) -> None:
+    """Make lap ``best`` the car's best (-1: it has none) and move its class key."""
     bests = state.bests[car.car_class]
     if car.key >= 0:
         bests.remove(car.key)
-    car.best = lap
-    if lap is None:
+    car.best = best
+    if best < 0:
         car.best_ms, car.key = _NO_LAP, -1
     else:
-        car.best_ms, car.key = lap[0], _key(lap[0], lap[1], car.idx)
+        ms, at = car.laps[3 * best], car.laps[3 * best + 1]
+        car.best_ms, car.key = ms, _key(ms, at, car.idx)
         bests.add(car.key)
 
 
@@ -187,21 +198,27 @@ def _lap_deleted(state: ClassPoles, ev: LapDeleted) -> None:
     car = state.cars.get(ev.car)
     if car is None:
         return
-    kept = [lap for lap in car.laps if lap[2] != ev.lap]
-    if len(kept) == len(car.laps):
+    laps = car.laps
+    n = len(laps) // 3
+    j = next((j for j in range(n) if laps[3 * j + 2] == ev.lap), -1)
+    if j < 0:
         return  # not an eligible lap (or deleted already): nothing to take away
-    car.laps = kept
-    if car.best is not None and car.best[2] == ev.lap:
-        _set_best(state, car, min(kept) if kept else None)
+    del laps[3 * j: 3 * j + 3]
+    if j < car.best:
+        car.best -= 1  # the laps after it moved up
+    elif j == car.best:
+        best = -1
+        for i in range(n - 1):  # laps are in time order: the first of equal times wins
+            if best < 0 or laps[3 * i] < laps[3 * best]:
+                best = i
+        _set_best(state, car, best)
         _check_pole(state, car.car_class, ev, "deleted")
 
 
 def _chequered(state: ClassPoles, ev: ChequeredFlag) -> None:
+    # A car finishes at its first crossing at or after this moment (one crossing at
+    # the very moment of the flag included): each car's last crossing tells.
     state.chequered_ms = ev.session_time_ms
-    # A car that crossed at the very moment the flag fell has finished.
-    if state.last_cross_ms is not None and state.last_cross_ms >= ev.session_time_ms:
-        for car_no in state.last_crossers:
-            state.cars[car_no].after_flag = True
 
 
 _HANDLERS: Final[dict[type, Callable[[ClassPoles, Any], None]]] = {
@@ -228,25 +245,30 @@ def view(state: ClassPoles) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in state.classes:
         bests = state.bests[name]
-        pole = state.by_idx[bests[0] & _IDX_MASK].best if bests else None
         cars: list[dict[str, Any]] = []
+        pole_ms = 0
         for key in bests:
-            car = state.by_idx[key & _IDX_MASK]
-            ms, _, lap, driver = car.best
+            car: PoleCar = state.by_idx[key & _IDX_MASK]
+            best = car.best_lap()
+            assert best is not None  # a car is in the class list only with a best lap
+            ms, lap, driver = best
+            if not cars:
+                pole_ms = ms
             cars.append({"car": car.car, "best_lap_ms": ms, "lap": lap, "driver": driver,
-                         "gap_ms": ms - pole[0] if pole is not None else None})
+                         "gap_ms": ms - pole_ms})
         for car_no in state.class_cars[name]:  # cars without a valid lap come last
-            if state.cars[car_no].best is None:
+            if state.cars[car_no].best < 0:
                 cars.append({"car": car_no, "best_lap_ms": None, "lap": None, "driver": None,
                              "gap_ms": None})
-        record: dict[str, Any] = {"car": None, "driver": None, "lap": None,
-                                  "lap_time_ms": None}
-        if pole is not None:
-            record = {"car": state.by_idx[bests[0] & _IDX_MASK].car, "driver": pole[3],
-                      "lap": pole[2], "lap_time_ms": pole[0]}
-        record["cars"] = cars
-        record["history"] = [dict(h) for h in state.history[name]]
-        out[name] = record
+        pole = cars[0] if bests else None
+        out[name] = {
+            "car": pole["car"] if pole else None,
+            "driver": pole["driver"] if pole else None,
+            "lap": pole["lap"] if pole else None,
+            "lap_time_ms": pole["best_lap_ms"] if pole else None,
+            "cars": cars,
+            "history": [dict(h) for h in state.history[name]],
+        }
     return out
 
 

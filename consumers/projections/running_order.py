@@ -13,7 +13,7 @@ when the order is read (``view()``, called when a state is published, coalesced,
 or at the end), O(moved x log n), so a car crossing the line ten times between
 two publications is re-keyed once. Positions, gaps and intervals are derived in
 ``view()`` too. Only rare events touch more than one car: ``ChequeredFlag``
-re-counts the cars that carry a penalty or crossed at that very moment, and a
+re-counts the cars that carry a penalty, and a
 ``LapDeleted`` or ``TimePenalty`` rescans that one car's laps.
 
 A time penalty delays every crossing of the car. Once the chequered flag has
@@ -165,7 +165,6 @@ class CarState:
     """Everything the running order knows about one car."""
 
     __slots__ = (
-        "after_flag",
         "best_lap",
         "best_ms",
         "best_time",
@@ -175,7 +174,6 @@ class CarState:
         "disqualified",
         "driver",
         "drivers",
-        "finished",
         "idx",
         "in_pit",
         "key",
@@ -205,8 +203,6 @@ class CarState:
         self.log = array("q")
         self.counted = 0  # laps that count (a penalty can push the finish earlier)
         self.penalty_ms = 0
-        self.finished = False  # took the flag (shifted by its penalty)
-        self.after_flag = False  # crossed the line after the flag (unshifted): laps stop
         self.retired = False
         self.disqualified = False
         self.best_ms: int | None = None
@@ -235,13 +231,21 @@ class CarState:
     def last_lap_ms(self) -> int | None:
         return _lap_time(self.log[-1]) if self.log else None
 
-    @property
-    def status(self) -> Status:
+    def took_flag(self, flag_ms: int | None) -> bool:
+        """Whether its last counted crossing, shifted by its penalty, is at or after the flag.
+
+        A car finishes at its first such crossing; its later laps do not count.
+        """
+        counted = self.counted
+        return (flag_ms is not None and counted > 0
+                and self.log[3 * counted - 3] + self.penalty_ms >= flag_ms)
+
+    def status(self, flag_ms: int | None) -> Status:
         if self.disqualified:
             return Status.DISQUALIFIED
         if self.retired:
             return Status.RETIRED
-        if self.finished:
+        if self.took_flag(flag_ms):
             return Status.FINISHED
         return Status.RUNNING
 
@@ -258,8 +262,6 @@ class RunningOrder:
         "classes",
         "finished",
         "flag",
-        "last_cross_ms",
-        "last_crossers",
         "moved",
         "order",
         "penalized",
@@ -287,10 +289,6 @@ class RunningOrder:
         self.sector_bests: list[int] = [_NO_TIME] * self.sectors
         self.class_sector_bests: dict[str, list[int]] = {}
         self.penalized: set[str] = set()
-        # Cars that crossed the line at `last_cross_ms`: the chequered flag may fall at
-        # the very moment of their crossing, which then is their finish.
-        self.last_cross_ms: int | None = None
-        self.last_crossers: list[str] = []
 
 
 def initial() -> RunningOrder:
@@ -378,13 +376,10 @@ def _recount(state: RunningOrder, car: CarState) -> None:
     n = len(log) // 3
     flag_ms = state.chequered_ms
     if flag_ms is None:
-        car.counted, car.finished = n, False
+        car.counted = n
         return
     first = bisect_left(range(n), flag_ms - car.penalty_ms, key=lambda i: log[3 * i])
-    if first < n:
-        car.counted, car.finished = first + 1, True
-    else:
-        car.counted, car.finished = n, False
+    car.counted = first + 1 if first < n else n
 
 
 def _rescan_best(car: CarState) -> None:
@@ -452,11 +447,21 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
     t = ev.session_time_ms
     ms = ev.lap_time_ms
     lap = ev.lap
-    # A lap that ends after the car already took the flag (a cool-down lap) counts
-    # for nothing; a race's lap 1 arrives with valid=False from the loader.
-    cooldown = car.after_flag
-    eligible = ev.valid and not cooldown and ms is not None
     log = car.log
+    counts = cooldown = False
+    flag_ms = state.chequered_ms
+    if flag_ms is None:
+        counts = True
+    elif log:
+        # The flag is out. A car that had already crossed the line at or after it is on
+        # a cool-down lap: the lap is no best lap. And a car that took the flag (its
+        # crossings shifted by its penalty) adds no laps.
+        cooldown = log[-3] >= flag_ms
+        counts = not car.took_flag(flag_ms)
+    else:
+        counts = True
+    # A race's lap 1 arrives with valid=False from the loader (timed from the start line).
+    eligible = ev.valid and not cooldown and ms is not None
     log.extend((t, lap, ms if eligible else _code(ms, False)))  # type: ignore[arg-type]
     if ev.driver:
         car.driver = ev.driver
@@ -477,15 +482,6 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
                     and not (i == 0 and lap == 1 and state.race)):
                 _sector_time(state, car, i, s)
 
-    counts = True
-    flag_ms = state.chequered_ms
-    if flag_ms is not None:
-        if t >= flag_ms:
-            car.after_flag = True
-        if car.finished:
-            counts = False  # it already took the flag (shifted by its penalty)
-        else:
-            car.finished = t + car.penalty_ms >= flag_ms
     if counts:
         car.counted = len(log) // 3
 
@@ -494,11 +490,6 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
         car.best_ms, car.best_lap, car.best_time = ms, lap, t
     state.moved.add(car.idx)  # its key changes in a race, and may in qualifying
 
-    if t != state.last_cross_ms:
-        state.last_cross_ms = t
-        state.last_crossers = [ev.car]
-    else:
-        state.last_crossers.append(ev.car)
 
 
 def _sector_completed(state: RunningOrder, ev: SectorCompleted) -> None:
@@ -516,7 +507,9 @@ def _sector_completed(state: RunningOrder, ev: SectorCompleted) -> None:
     car.in_pit = False  # it is out on track again
     if ev.driver:
         car.driver = ev.driver
-    if not (state.race and ev.lap == 1 and i == 0) and not car.after_flag:
+    flag_ms = state.chequered_ms
+    after_flag = flag_ms is not None and bool(car.log) and car.log[-3] >= flag_ms
+    if not (state.race and ev.lap == 1 and i == 0) and not after_flag:
         _sector_time(state, car, i, ev.sector_time_ms)
 
 
@@ -558,17 +551,13 @@ def _flag_changed(state: RunningOrder, ev: FlagChanged) -> None:
 
 
 def _chequered(state: RunningOrder, ev: ChequeredFlag) -> None:
-    flag_ms = ev.session_time_ms
-    state.chequered_ms = flag_ms
+    state.chequered_ms = ev.session_time_ms
     state.flag = Flag.CHEQUERED
-    # Only a car with a penalty, or one that crossed at this very moment, can already
-    # be at or past the flag: every other car finishes at its next crossing.
-    touched = set(state.penalized)
-    if state.last_cross_ms is not None and state.last_cross_ms >= flag_ms:
-        touched.update(state.last_crossers)
-        for car_no in state.last_crossers:
-            state.cars[car_no].after_flag = True
-    for car_no in sorted(touched):
+    # Events come in time order, so no crossing so far is after the flag: a car that
+    # crossed at its very moment (a car crosses at most once in a millisecond) has
+    # counted that lap, which is its finish, and every other car finishes at its next
+    # crossing. Only a car with a penalty may already be past the flag in shifted time.
+    for car_no in sorted(state.penalized):
         car = state.cars[car_no]
         _recount(state, car)
         _reposition(state, car)
@@ -699,7 +688,7 @@ def view(state: RunningOrder) -> dict[str, Any]:
             "team": car.team,
             "manufacturer": car.manufacturer,
             "driver": car.driver,
-            "status": car.status.value,
+            "status": car.status(state.chequered_ms).value,
             "laps": car.laps,
             "elapsed_ms": car.elapsed_ms,
             "gap_ms": gap_ms,
