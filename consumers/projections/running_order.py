@@ -108,8 +108,8 @@ _NO_TIME: Final = 1 << 62
 class RankedList(SortedList):  # type: ignore[misc]
     """A ``SortedList`` of ranking keys that can move one key cheaply.
 
-    Most laps change a car's key without changing its rank (no overtaking at the
-    line): ``replace`` then swaps the key in place, two bisections and no list
+    Most re-keyings change a car's key without changing its rank (no overtaking
+    at the line): ``replace`` then swaps the key in place, two bisections and no list
     surgery. It uses the list's internals (``_lists``/``_maxes``, stable across
     sortedcontainers 2.x): lengths do not change, so the positional index stays
     valid. A key that does change rank takes the ordinary remove and add.
@@ -448,20 +448,15 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
     ms = ev.lap_time_ms
     lap = ev.lap
     log = car.log
-    counts = cooldown = False
     flag_ms = state.chequered_ms
-    if flag_ms is None:
-        counts = True
-    elif log:
-        # The flag is out. A car that had already crossed the line at or after it is on
-        # a cool-down lap: the lap is no best lap. And a car that took the flag (its
-        # crossings shifted by its penalty) adds no laps.
-        cooldown = log[-3] >= flag_ms
-        counts = not car.took_flag(flag_ms)
-    else:
-        counts = True
+    # Once the flag is out, a car that had already crossed the line at or after it is
+    # on a cool-down lap (no best lap), and a car that took the flag (its crossings
+    # shifted by its penalty) adds no laps.
+    cooldown = flag_ms is not None and bool(log) and log[-3] >= flag_ms
+    counts = flag_ms is None or not car.took_flag(flag_ms)
     # A race's lap 1 arrives with valid=False from the loader (timed from the start line).
     eligible = ev.valid and not cooldown and ms is not None
+    # (`ms if eligible` is _code(ms, True) without the call: eligible implies a time.)
     log.extend((t, lap, ms if eligible else _code(ms, False)))  # type: ignore[arg-type]
     if ev.driver:
         car.driver = ev.driver
@@ -489,7 +484,6 @@ def _lap_completed(state: RunningOrder, ev: LapCompleted) -> None:
     if improved:
         car.best_ms, car.best_lap, car.best_time = ms, lap, t
     state.moved.add(car.idx)  # its key changes in a race, and may in qualifying
-
 
 
 def _sector_completed(state: RunningOrder, ev: SectorCompleted) -> None:
