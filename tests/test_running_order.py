@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumers.folding import Folder, fold_all
-from consumers.projections.running_order import CONSUMER, apply, initial, view
+from consumers.projections.running_order import CONSUMER, RankedList, apply, initial, view
 from simulator.contract import (
     CarRetired,
     ChequeredFlag,
@@ -353,6 +355,27 @@ class TestQualifyingOrder:
         assert s.view()["session_kind"] == "qualifying"
 
 
+class TestRankedList:
+    @settings(max_examples=200, deadline=None)
+    @given(start=st.lists(st.integers(0, 400), min_size=1, max_size=60, unique=True),
+           moves=st.lists(st.tuples(st.integers(0, 59), st.integers(0, 400)), max_size=60))
+    def test_replace_keeps_the_list_sorted(self, start: list[int],
+                                           moves: list[tuple[int, int]]) -> None:
+        """replace(old, new) leaves exactly the keys a remove and an add would."""
+        ranked = RankedList(start)
+        ranked._reset(4)  # tiny sublists, so that moves cross sublist boundaries
+        keys = set(start)
+        for i, new in moves:
+            old = sorted(keys)[i % len(keys)]
+            if new in keys:
+                continue  # keys are unique (each ends with its car index)
+            ranked.replace(old, new)
+            keys.remove(old)
+            keys.add(new)
+            assert list(ranked) == sorted(keys)
+        ranked._check()  # sortedcontainers' own invariants (maxes, index)
+
+
 class TestState:
     def test_checkpoint_round_trip(self) -> None:
         """The state pickles and goes on folding to the same view."""
@@ -452,6 +475,17 @@ class TestRealRace:
         fastest = [r["car"] for r in race_view["rows"] if r["last_lap_marker"] == "overall-best"
                    or r["best_lap_ms"] == 110492]
         assert fastest == ["8"]
+
+    def test_deleted_laps_never_count(self, race_csv: Path,
+                                      race_view: dict[str, Any]) -> None:
+        """The two deleted laps (#54 lap 175, #82 lap 197) are faster, yet not bests."""
+        events = list(load_source(str(race_csv)).events())
+        deleted = {(e.car, e.lap) for e in events if isinstance(e, LapDeleted)}
+        assert deleted == {("54", 175), ("82", 197)}
+        laps = {(e.car, e.lap): e.lap_time_ms for e in events if isinstance(e, LapCompleted)}
+        rows = {r["car"]: r for r in race_view["rows"]}
+        for car, lap in deleted:
+            assert laps[car, lap] < rows[car]["best_lap_ms"] and rows[car]["best_lap"] != lap
 
     def test_sector_bests_match_the_export(
         self, race_csv: Path, race_view: dict[str, Any]
