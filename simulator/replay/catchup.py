@@ -18,6 +18,7 @@ journal is not an error: the reply holds what exists (maybe nothing), and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -118,7 +119,9 @@ class CatchupService:
                 replies = iter(())
             if chunk is None:
                 break
-            await client.publish(response_topic, chunk, qos=1, properties=out)
+            # No timeout: a lost connection cancels this task (see the engine's reader).
+            await client.publish(response_topic, chunk, qos=1, properties=out,
+                                 timeout=math.inf)
             chunks += 1
         self.requests_served += 1
         log.debug("catch-up served", response_topic=response_topic, chunks=chunks)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -175,6 +176,7 @@ class ReplayEngine:
         self._started = False
         self._finished = False
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._connected = asyncio.Event()
         self._finished_event = asyncio.Event()
@@ -313,15 +315,22 @@ class ReplayEngine:
         doc.update(extra)
         return doc
 
-    async def _publish_status(self, client: aiomqtt.Client, **extra: Any) -> None:
+    async def _publish_status(self, client: aiomqtt.Client, *, timeout: float = math.inf,
+                              **extra: Any) -> None:
+        # No timeout by default: a lost connection ends the reader loop, which cancels
+        # the connection's tasks (asyncio.wait_for in 3.11 can swallow that cancel).
         await client.publish(self._topic_status, msgspec.json.encode(self.status(**extra)),
-                             qos=1, retain=True)
+                             qos=1, retain=True, timeout=timeout)
 
     async def _status_loop(self, client: aiomqtt.Client) -> None:
+        """Status on every change (coalesced) and every ``status_interval_s`` anyway."""
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.status_interval_s):
-                    await self._status_now.wait()
+            tick = loop.call_later(self.settings.status_interval_s, self._status_now.set)
+            try:
+                await self._status_now.wait()
+            finally:
+                tick.cancel()
             self._status_now.clear()
             await self._publish_status(client)
 
@@ -390,13 +399,13 @@ class ReplayEngine:
         for event in events:
             if isinstance(event, SessionStarted):
                 self._meta = encode(event, settings.encoding)
-                assert self._tg is not None
-                self._tg.create_task(self._publish_meta())
+                self._spawn(self._publish_meta())
 
     async def _publish_meta(self) -> None:
         client = self.delivery.client
         if client is not None and self._meta is not None:
-            await client.publish(self._topic_meta, self._meta, qos=1, retain=True)
+            await client.publish(self._topic_meta, self._meta, qos=1, retain=True,
+                                 timeout=math.inf)
 
     async def _end_of_epoch(self) -> None:
         await self.delivery.drained()
@@ -417,7 +426,15 @@ class ReplayEngine:
 
     # --- requests: control and catch-up -----------------------------------------------
 
-    async def _read(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the current connection (cancelled with it, or when stopping)."""
+        assert self._tg is not None
+        task = self._tg.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else b""
@@ -427,7 +444,7 @@ class ReplayEngine:
                     continue
                 await self._on_control(client, payload)
             elif topic == self._topic_catchup:
-                tg.create_task(self._serve_catchup(client, message))
+                self._spawn(self._serve_catchup(client, message))
 
     async def _on_control(self, client: aiomqtt.Client, payload: bytes) -> None:
         command = parse_command(payload)
@@ -435,13 +452,16 @@ class ReplayEngine:
             rejection: Rejection | None = command
         else:
             rejection = self.apply(command)
+        # The answer goes out from a task of its own: the reader never waits on the
+        # broker, since it is what notices a lost connection.
         if rejection is not None:
             log.warning("control command rejected", command=rejection.command,
                         reason=rejection.reason)
-            await self._publish_status(client, rejected=msgspec.structs.asdict(rejection))
+            self._spawn(self._publish_status(client,
+                                             rejected=msgspec.structs.asdict(rejection)))
         else:
             assert not isinstance(command, Rejection)
-            await self._publish_status(client, accepted=describe(command))
+            self._spawn(self._publish_status(client, accepted=describe(command)))
 
     async def _serve_catchup(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         assert self.catchup is not None
@@ -472,14 +492,14 @@ class ReplayEngine:
         except BaseExceptionGroup as group:
             raise _single(group) from None
         final = "finished" if self._finished else "stopped"
-        await self._publish_status(client, state=final)
+        await self._publish_status(client, state=final, timeout=self.settings.stop_grace_s)
 
     async def _serve(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
         self.delivery.attach(client, tg)
         await client.subscribe([(self._topic_control, 1), (self._topic_catchup, 1)])
-        reader = tg.create_task(self._read(client, tg))
-        tg.create_task(self._publish_meta())
+        reader = self._spawn(self._read(client))
+        self._spawn(self._publish_meta())
         if not self._started:
             self._started = True
             self.pacer.seek(self.settings.start_ms)  # the session clock starts now
@@ -491,8 +511,8 @@ class ReplayEngine:
             self.stats.resumes.append(resume)
             log.warning("reconnected: resuming", epoch=resume[0], seq=resume[1])
         await self.delivery.resend()
-        pump = tg.create_task(self._pump())
-        status = tg.create_task(self._status_loop(client))
+        pump = self._spawn(self._pump())
+        self._spawn(self._status_loop(client))
         self._status_now.set()
         self._connected.set()
         await self._stop.wait()
@@ -500,9 +520,10 @@ class ReplayEngine:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.stop_grace_s):
                 await self.delivery.drained()
-        status.cancel()
         reader.cancel()
         self.delivery.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     async def _fsync_loop(self) -> None:
         journal = self.journal

@@ -105,9 +105,11 @@ class Pacer:
             raise ValueError(f"speed {speed} must be above 0 (or None for max)")
         self.clock = clock
         self._speed = speed
-        self._paused = False
+        # Session time ``_anchor_ms`` (a float: re-anchoring never rounds) was, or will
+        # be, at clock time ``_anchor_wall``.
         self._anchor_wall = clock.now()
-        self._anchor_ms = position_ms
+        self._anchor_ms = float(position_ms)
+        self._paused_at: float | None = None
         self._position_ms = position_ms  # last event handed out (the position under max)
         self._wake: asyncio.Future[None] | None = None
 
@@ -119,7 +121,7 @@ class Pacer:
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return self._paused_at is not None
 
     def deadline(self, session_ms: int) -> float | None:
         """Clock time at which ``session_ms`` falls due; None under ``max``."""
@@ -127,17 +129,18 @@ class Pacer:
             return None
         return self._anchor_wall + (session_ms - self._anchor_ms) / (1000.0 * self._speed)
 
-    def session_time_ms(self) -> int:
-        """Where the session clock stands now."""
-        if self._paused:
-            return self._anchor_ms
+    def _position(self, now: float) -> float:
         if self._speed is None:
-            return self._position_ms
-        elapsed = self.clock.now() - self._anchor_wall
-        return self._anchor_ms + int(elapsed * 1000.0 * self._speed)
+            return float(self._position_ms)
+        at = self._paused_at if self._paused_at is not None else now
+        return self._anchor_ms + (at - self._anchor_wall) * 1000.0 * self._speed
+
+    def session_time_ms(self) -> int:
+        """Where the session clock stands now (frozen while paused)."""
+        return int(self._position(self.clock.now()))
 
     def is_due(self, session_ms: int, now: float | None = None) -> bool:
-        if self._paused:
+        if self._paused_at is not None:
             return False
         deadline = self.deadline(session_ms)
         if deadline is None:
@@ -158,30 +161,31 @@ class Pacer:
     # --- changes: each re-anchors and wakes a waiting ``wait_due`` --------------------
 
     def pause(self) -> None:
-        if not self._paused:
-            self._anchor_ms = self.session_time_ms()
-            self._paused = True
+        if self._paused_at is None:
+            self._paused_at = self.clock.now()
             self._changed()
 
     def resume(self) -> None:
-        if self._paused:
-            self._anchor_wall = self.clock.now()
-            self._paused = False
+        """Every remaining deadline moves by exactly the time spent paused."""
+        if self._paused_at is not None:
+            self._anchor_wall += self.clock.now() - self._paused_at
+            self._paused_at = None
             self._changed()
 
     def set_speed(self, speed: float | None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed {speed} must be above 0 (or None for max)")
-        if not self._paused:
-            self._anchor_ms = self.session_time_ms()
-            self._anchor_wall = self.clock.now()
+        now = self.clock.now()
+        # Re-anchor where the session clock stands (the instant of the pause if paused).
+        self._anchor_ms = self._position(now)
+        self._anchor_wall = self._paused_at if self._paused_at is not None else now
         self._speed = speed
         self._changed()
 
     def seek(self, session_ms: int) -> None:
         """The session clock jumps to ``session_ms``; earlier events are overdue at once."""
-        self._anchor_ms = session_ms
-        self._anchor_wall = self.clock.now()
+        self._anchor_ms = float(session_ms)
+        self._anchor_wall = self._paused_at if self._paused_at is not None else self.clock.now()
         self._position_ms = session_ms
         self._changed()
 
@@ -193,7 +197,7 @@ class Pacer:
 
     async def wait_due(self, session_ms: int) -> bool:
         """Wait until ``session_ms`` is due (True) or something changed (False: look again)."""
-        if self._paused:
+        if self._paused_at is not None:
             await self.wait_change()
             return False
         deadline = self.deadline(session_ms)

@@ -4,10 +4,22 @@
 in about ``lap_ms``, numbered through ``EventLogBuilder`` like any loader's log:
 ``SessionStarted`` at 0, then one ``LapCompleted`` per car and lap in time order,
 then ``SessionFinished``. Deterministic: the same arguments give the same events.
+
+``Recorder`` is an independent subscriber that records what it receives, with each
+message's ``published_at_ns`` and its receipt time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from simulator.connection import BrokerSettings
 from simulator.contract import (
     Entry,
     Event,
@@ -15,11 +27,14 @@ from simulator.contract import (
     SessionFinished,
     SessionKind,
     SessionStarted,
+    decode_message,
+    events_of,
 )
 from simulator.eventlog import EventLogBuilder
+from simulator.replay.delivery import PUBLISHED_AT
 from simulator.sources import Source
 
-__all__ = ["generated_events", "generated_source"]
+__all__ = ["Received", "Recorder", "generated_events", "generated_source"]
 
 
 def generated_events(session_id: str, *, cars: int = 30, laps: int = 100,
@@ -52,3 +67,75 @@ def generated_source(session_id: str, **kwargs: int) -> Source:
     events = generated_events(session_id, **kwargs)
     return Source(name="generated", session_id=session_id, open_events=lambda: iter(events),
                   size=len(events))
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message as an independent subscriber got it."""
+
+    topic: str
+    payload: bytes
+    published_at_ns: int | None
+    received_ns: int
+    retain: bool
+
+
+class Recorder:
+    """An independent subscriber (its own connection) recording every message it gets.
+
+    ``async with Recorder(broker, [topic, ...]) as rec:`` subscribes at QoS 1 before
+    the block runs; ``rec.on(topic)`` lists what arrived on a topic, in order.
+    """
+
+    def __init__(self, broker: BrokerSettings, topics: list[str]) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.messages: list[Received] = []
+        self._changed = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Recorder:
+        client = await self._stack.enter_async_context(
+            aiomqtt.Client(**self.broker.client_kwargs()))
+        await client.subscribe([(topic, 1) for topic in self.topics])
+        task = asyncio.create_task(self._receive(client))
+        self._stack.push_async_callback(_cancel, task)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            user = getattr(message.properties, "UserProperty", None) or []
+            stamp = dict(user).get(PUBLISHED_AT)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            self.messages.append(Received(
+                topic=message.topic.value, payload=payload,
+                published_at_ns=int(stamp) if stamp is not None else None,
+                received_ns=time.time_ns(), retain=message.retain))
+            self._changed.set()
+
+    def on(self, topic: str) -> list[Received]:
+        return [m for m in self.messages if m.topic == topic]
+
+    async def wait_for(self, predicate: Callable[[Recorder], bool], timeout: float = 20.0) -> None:
+        """Until ``predicate(self)`` holds; TimeoutError (with what arrived) otherwise."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate(self):
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"condition not met within {timeout} s; "
+                               f"{len(self.messages)} messages arrived") from None
+
+    def events(self, topic: str) -> list[Event]:
+        """The events carried by the messages of ``topic`` (batches unpacked), in order."""
+        return [event for m in self.on(topic) for event in events_of(decode_message(m.payload))]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        await task
