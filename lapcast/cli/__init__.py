@@ -28,6 +28,7 @@ COMMANDS = (
     "consume",
     "consumers",
     "synth",
+    "stress",
 )
 
 

@@ -1,0 +1,464 @@
+"""One stress run: a synthetic field through the engine, the broker and the consumers.
+
+The steps, each a real process, as a user would run them:
+
+1. generate the field (``simulator.synth``) into ``field.jsonl`` in the run's folder;
+2. start a private Mosquitto (``broker-config/dev.conf``) unless a broker is given;
+3. start the probe (``probe.Probe``), then one ``lapcast consume NAME`` per consumer,
+   and wait until each has reported its health;
+4. start ``lapcast replay field.jsonl`` at the speed that gives the target rate (the
+   field's events over its session time) or at max;
+5. until every consumer's state reaches the last event: report progress;
+6. stop the consumers (SIGTERM: their last state and health), then the engine;
+7. ``mosquitto_pub -l -q 1`` sends events of the same field, one per message, to the
+   same broker: the baseline the engine's batched rate is held against;
+8. check: the journal holds exactly the generated log; each consumer applied every
+   event once (its health) and its last state equals the offline fold of the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import structlog
+
+from consumers.folding import fold_all
+from consumers.registry import BUILTIN, load_consumer
+from lapcast.mosquitto import MosquittoProcess
+from lapcast.stress.children import Child, vm_hwm_mb
+from lapcast.stress.probe import EventsTrace, Probe
+from lapcast.stress.report import (
+    ConsumerFigures,
+    EngineFigures,
+    Latency,
+    PubFigures,
+    StressReport,
+    event_latencies,
+    max_behind,
+    peak_rate,
+    rate,
+)
+from simulator import journal, topics
+from simulator.connection import (
+    ENV_CA_FILE,
+    ENV_PASSWORD,
+    ENV_USERNAME,
+    BrokerSettings,
+    parse_broker_url,
+)
+from simulator.contract import encode
+from simulator.errors import LapcastError
+from simulator.sources import load_source
+from simulator.synth import SynthSpec, events
+
+__all__ = ["Progress", "StressSettings", "run_stress"]
+
+log = structlog.get_logger()
+
+# A 10,000-car SessionStarted is ~1.5 MB; the consumers' default refuses over 1 MiB.
+MAX_PAYLOAD_BYTES: Final = 16 * 1024 * 1024
+_TICK_S: Final = 0.25
+
+
+@dataclass(frozen=True, kw_only=True)
+class StressSettings:
+    spec: SynthSpec
+    rate: float | None = 20_000.0  # events/s the engine aims at; None: max
+    batch: int = 64
+    publish_ms: int = 20  # the consumers' coalescing interval
+    window: int = 64
+    broker: BrokerSettings | None = None  # None: a private Mosquitto
+    consumers: tuple[str, ...] = BUILTIN
+    workdir: Path | None = None  # None: a temporary folder, removed unless keep
+    keep: bool = False
+    timeout_s: float = 600.0
+    pub_messages: int = 20_000  # mosquitto_pub's comparison; 0 skips it
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and not self.rate > 0:
+            raise LapcastError(f"--rate {self.rate}: above 0, or max")
+        for name in ("batch", "publish_ms", "window"):
+            if getattr(self, name) < 1:
+                raise LapcastError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+@dataclass(kw_only=True)
+class Progress:
+    """A snapshot for the live display."""
+
+    phase: str
+    elapsed_s: float
+    total: int
+    received: int
+    rate_1s: float
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def run_stress(settings: StressSettings, *,
+               on_progress: ProgressCallback | None = None) -> StressReport:
+    """Run the whole test; raises ``LapcastError`` only when it cannot even start."""
+    workdir = settings.workdir or Path(tempfile.mkdtemp(prefix="lapcast-stress-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = _Run(settings, workdir, on_progress or (lambda _: None))
+    try:
+        return run.execute()
+    finally:
+        run.cleanup()
+        if settings.workdir is None and not settings.keep and not run.failed:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Run:
+    def __init__(self, settings: StressSettings, workdir: Path,
+                 on_progress: ProgressCallback) -> None:
+        self.s = settings
+        self.dir = workdir
+        self.on_progress = on_progress
+        self.session_id = f"stress-{uuid.uuid4().hex[:8]}"
+        self.field_path = workdir / "field.jsonl"
+        self.journal_path = workdir / "journal.jsonl"
+        self.broker_proc: MosquittoProcess | None = None
+        self.probe: Probe | None = None
+        self.consumers: dict[str, Child] = {}
+        self.engine: Child | None = None
+        self.errors: list[str] = []
+        self.failed = False
+        self.started = time.monotonic()
+
+    # --- the steps ---------------------------------------------------------------------
+
+    def execute(self) -> StressReport:
+        s = self.s
+        total, session_ms, generate_s = self._generate()
+        broker = self._broker()
+        env = _child_env(broker)
+        pub_topic = topics.events(f"{self.session_id}-mosquitto-pub")
+        self.probe = Probe(host=broker.host, port=broker.port, session_id=self.session_id,
+                           consumers=list(s.consumers), extra_events_topics=(pub_topic,),
+                           broker=broker)
+        self.probe.start()
+        self._start_consumers(broker, env)
+        speed = None if s.rate is None else s.rate * (session_ms / 1000) / total
+        self._start_engine(broker, env, speed)
+        cpu_before = _own_cpu_s()
+        timed_out = self._follow(total)
+        probe_cpu = _own_cpu_s() - cpu_before
+        usages = {name: child.stop() for name, child in self.consumers.items()}
+        assert self.engine is not None
+        engine_usage = self.engine.stop()
+        if engine_usage.returncode not in (0, -15, 130):
+            self.errors.append(f"engine exited with {engine_usage.returncode}: "
+                               f"{self.engine.tail(500)}")
+        time.sleep(0.3)  # the consumers' last health and state reach the probe
+        pub = self._mosquitto_pub(broker, pub_topic, total) if s.pub_messages else None
+        broker_peak = (vm_hwm_mb(self.broker_proc.proc.pid)
+                       if self.broker_proc and self.broker_proc.proc else None)
+        self._on_phase("checking", total)
+        journal_events, journal_ok = self._check_journal()
+        figures = self._consumer_figures(total, journal_events, usages)
+        engine_figures = self._engine_figures(total)
+        engine_figures.peak_rss_mb = engine_usage.peak_rss_mb
+        engine_figures.cpu_s = round(engine_usage.cpu_s, 2)
+        all_latencies: list[int] = []
+        for name in s.consumers:
+            all_latencies.extend(event_latencies(self.probe.events, self.probe.consumers[name],
+                                                 total))
+        report = StressReport(
+            spec=s.spec.text(), session_id=self.session_id, events=total,
+            session_ms=session_ms, generate_s=round(generate_s, 2), rate_target=s.rate,
+            speed=None if speed is None else round(speed, 3), batch=s.batch,
+            publish_ms=s.publish_ms, broker=broker.describe(), engine=engine_figures,
+            consumers=figures, latency=Latency.of(all_latencies),
+            journal_events=journal_events, journal_matches_log=journal_ok,
+            broker_peak_rss_mb=None if broker_peak is None else round(broker_peak, 1),
+            mosquitto_pub=pub, probe_cpu_s=round(probe_cpu, 2),
+            wall_s=round(time.monotonic() - self.started, 1),
+            timed_out=timed_out, errors=self.errors,
+        )
+        self.failed = not report.ok
+        return report
+
+    def _generate(self) -> tuple[int, int, float]:
+        self._on_phase("generating", 0)
+        started = time.perf_counter()
+        count = end = 0
+        with open(self.field_path, "wb", buffering=1 << 20) as f:
+            for event in events(self.s.spec, session_id=self.session_id):
+                f.write(encode(event))
+                f.write(b"\n")
+                count += 1
+                end = event.session_time_ms
+        return count, end, time.perf_counter() - started
+
+    def _broker(self) -> BrokerSettings:
+        if self.s.broker is not None:
+            return self.s.broker
+        self._on_phase("starting mosquitto", 0)
+        self.broker_proc = MosquittoProcess(config="dev.conf", workdir=self.dir / "broker")
+        self.broker_proc.start()
+        return parse_broker_url(self.broker_proc.url)
+
+    def _lapcast(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "lapcast", *args]
+
+    def _start_consumers(self, broker: BrokerSettings, env: dict[str, str]) -> None:
+        self._on_phase("starting consumers", 0)
+        url = _url(broker)
+        for name in self.s.consumers:
+            argv = self._lapcast(
+                "consume", name, "--broker", url, "--session", self.session_id,
+                "--state-dir", str(self.dir / "state"), "--publish-ms", str(self.s.publish_ms),
+                "--max-payload-bytes", str(MAX_PAYLOAD_BYTES),
+            )
+            self.consumers[name] = Child(name, argv, self.dir / f"{name}.log", env=env)
+        assert self.probe is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name, child in self.consumers.items():
+                if not child.running:
+                    raise LapcastError(f"consumer {name} exited at start: {child.tail()}")
+            if all(trace.health for trace in self.probe.consumers.values()):
+                return
+            time.sleep(0.05)
+        raise LapcastError("consumers did not report their health within 60 s: "
+                           + "; ".join(f"{n}: {c.tail(300)}" for n, c in self.consumers.items()))
+
+    def _start_engine(self, broker: BrokerSettings, env: dict[str, str],
+                      speed: float | None) -> None:
+        self._on_phase("starting the engine", 0)
+        argv = self._lapcast(
+            "replay", str(self.field_path), "--broker", _url(broker),
+            "--journal", str(self.journal_path),
+            "--speed", "max" if speed is None else f"{speed:.6g}",
+            "--batch", str(self.s.batch), "--window", str(self.s.window),
+        )
+        self.engine = Child("engine", argv, self.dir / "engine.log", env=env)
+
+    def _follow(self, total: int) -> bool:
+        """Until every consumer has folded the last event; True if it timed out."""
+        probe, engine = self.probe, self.engine
+        assert probe is not None and engine is not None
+        deadline = time.monotonic() + self.s.timeout_s
+        while True:
+            time.sleep(_TICK_S)
+            self._on_phase("running", total)
+            states = [trace.seq for trace in probe.consumers.values()]
+            if all(seq >= total for seq in states):
+                return False
+            if not engine.running and probe.events.max_seq < total:
+                self.errors.append(f"engine exited early: {engine.tail(500)}")
+                return False
+            for name, child in self.consumers.items():
+                if not child.running:
+                    self.errors.append(f"consumer {name} exited: {child.tail(500)}")
+                    return False
+            if time.monotonic() > deadline:
+                self.errors.append(f"not done within --timeout {self.s.timeout_s:g} s")
+                return True
+
+    def _mosquitto_pub(self, broker: BrokerSettings, topic: str, total: int) -> PubFigures | None:
+        """The same field's events, one per message, by Mosquitto's own C client."""
+        binary = shutil.which("mosquitto_pub")
+        if binary is None:
+            self.errors.append("mosquitto_pub not found: the baseline was not measured")
+            return None
+        if broker.username or broker.tls:
+            # Its password would show on its command line: compare on a private broker.
+            log.warning("mosquitto_pub baseline skipped on a broker with credentials or TLS")
+            return None
+        self._on_phase("mosquitto_pub", total)
+        lines_path = self.dir / "mosquitto_pub.jsonl"
+        count = 0
+        with open(self.field_path, "rb") as src, open(lines_path, "wb") as dst:
+            next(src, None)  # SessionStarted: large with a big field, and not a lap
+            for line in src:
+                if count >= self.s.pub_messages:
+                    break
+                dst.write(line)
+                count += 1
+        if count == 0:
+            return None
+        argv = [binary, "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5",
+                "-q", "1", "-M", str(self.s.window), "-t", topic, "-l",
+                "-i", f"lapcast-stress-pub-{self.session_id}"]
+        started = time.perf_counter()
+        with open(lines_path, "rb") as stdin:
+            done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=300)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            self.errors.append(f"mosquitto_pub exited with {done.returncode}: "
+                               f"{done.stderr.decode(errors='replace')[-300:]}")
+            return None
+        assert self.probe is not None
+        trace = self.probe.extra[topic]
+        deadline = time.monotonic() + 30
+        while trace.messages < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        received = trace.messages
+        if received < 2:
+            return None
+        seconds = (trace.received_ns[-1] - trace.received_ns[0]) / 1e9
+        return PubFigures(messages=received, seconds=round(seconds, 3),
+                          messages_per_s=rate(received, trace.received_ns[0],
+                                              trace.received_ns[-1]),
+                          wall_messages_per_s=round(count / wall, 1))
+
+    # --- checks and figures ----------------------------------------------------------------
+
+    def _check_journal(self) -> tuple[int, bool]:
+        """Events in the journal (epoch 1), and whether they are the generated log, byte
+        for byte."""
+        try:
+            index, _ = journal.scan(self.journal_path)
+        except (OSError, LapcastError) as exc:
+            self.errors.append(f"journal {self.journal_path}: {exc}")
+            return 0, False
+        if list(index.epochs) != [1]:
+            self.errors.append(f"journal epochs {list(index.epochs)}, expected [1]")
+        return index.last_seq(1), _digest(self.journal_path) == _digest(self.field_path)
+
+    def _consumer_figures(self, total: int, journal_events: int,
+                          usages: dict[str, Any]) -> list[ConsumerFigures]:
+        probe = self.probe
+        assert probe is not None
+        folded: dict[str, Any] = {}
+        if journal_events:
+            folders = fold_all([load_consumer(n) for n in self.s.consumers],
+                               load_source(str(self.journal_path)).events())
+            folded = {f.consumer.name: f.view() for f in folders}
+        last_published = max(probe.events.published_ns, default=0)
+        out = []
+        for name in self.s.consumers:
+            trace = probe.consumers[name]
+            health = trace.health
+            applied = int(health.get("events_applied") or 0)
+            matches = False
+            if trace.last_state and name in folded:
+                expected = msgspec.json.decode(msgspec.json.encode(
+                    msgspec.to_builtins(folded[name])))
+                matches = msgspec.json.decode(trace.last_state).get("state") == expected
+            caught_up = next((recv for seq, recv, _ in trace.states if seq >= total), None)
+            first_pub = probe.events.published_ns[0] if probe.events.messages else None
+            usage = usages.get(name)
+            out.append(ConsumerFigures(
+                name=name, applied=applied, last_seq=int(health.get("last_seq") or 0),
+                lost=max(0, journal_events - applied),
+                double_counted=max(0, applied - journal_events),
+                state_matches_journal_fold=matches,
+                duplicates_ignored=int(health.get("duplicates") or 0),
+                max_behind_events=max_behind(probe.events, trace),
+                caught_up_after_ms=(None if caught_up is None or not last_published
+                                    else round((caught_up - last_published) / 1e6, 1)),
+                events_per_s=(None if caught_up is None or first_pub is None
+                              else rate(applied, first_pub, caught_up)),
+                state_messages=len(trace.states),
+                latency=Latency.of(event_latencies(probe.events, trace, total)),
+                peak_rss_mb=None if usage is None else round(usage.peak_rss_mb, 1),
+                cpu_s=None if usage is None else round(usage.cpu_s, 2),
+                dead_letters=int(health.get("dead_letters") or 0),
+            ))
+        return out
+
+    def _engine_figures(self, total: int) -> EngineFigures:
+        assert self.probe is not None
+        trace: EventsTrace = self.probe.events
+        seen = trace.seen[1:total + 1]
+        distinct = total - seen.count(0) if seen else 0
+        redelivered = sum(n - 1 for n in seen if n > 1)
+        first = trace.received_ns[0] if trace.messages else 0
+        last = trace.received_ns[-1] if trace.messages else 0
+        return EngineFigures(
+            events=distinct, messages=trace.messages, seconds=round((last - first) / 1e9, 3),
+            events_per_s=rate(distinct, first, last), peak_events_per_s_1s=peak_rate(trace),
+            lost_at_probe=total - distinct, redelivered_at_probe=redelivered,
+        )
+
+    # --- progress and cleanup ------------------------------------------------------------------
+
+    def _on_phase(self, phase: str, total: int) -> None:
+        probe = self.probe
+        consumers: dict[str, dict[str, Any]] = {}
+        received = rate_1s = 0.0
+        if probe is not None:
+            trace = probe.events
+            received = trace.max_seq
+            now = time.time_ns()
+            with probe.lock:
+                recent = 0
+                for i in range(trace.messages - 1, -1, -1):
+                    if now - trace.received_ns[i] > 1_000_000_000:
+                        break
+                    recent += trace.last_seq[i] - trace.first_seq[i] + 1
+                rate_1s = float(recent)
+                for name, ctrace in probe.consumers.items():
+                    last = ctrace.states[-1] if ctrace.states else None
+                    child = self.consumers.get(name)
+                    consumers[name] = {
+                        "seq": ctrace.seq,
+                        "state": ctrace.health.get("state", "?"),
+                        "lag_events": max(0, trace.max_seq - ctrace.seq),
+                        "last_latency_ms": (None if last is None or not last[2]
+                                            else round((last[1] - last[2]) / 1e6, 1)),
+                        "rss_mb": None if child is None else child.peak_so_far_mb(),
+                    }
+        self.on_progress(Progress(phase=phase, elapsed_s=time.monotonic() - self.started,
+                                  total=total, received=int(received), rate_1s=rate_1s,
+                                  consumers=consumers))
+
+    def cleanup(self) -> None:
+        for child in [*self.consumers.values(), *([self.engine] if self.engine else [])]:
+            with contextlib.suppress(Exception):
+                child.stop(timeout=5)
+        if self.probe is not None:
+            with contextlib.suppress(Exception):
+                self.probe.stop()
+        if self.broker_proc is not None:
+            self.broker_proc.stop()
+
+
+def _url(broker: BrokerSettings) -> str:
+    scheme = "mqtts" if broker.tls else "mqtt"
+    host = f"[{broker.host}]" if ":" in broker.host else broker.host
+    return f"{scheme}://{host}:{broker.port}"
+
+
+def _child_env(broker: BrokerSettings) -> dict[str, str]:
+    """Credentials go to the children by environment, never on their command lines."""
+    env = dict(os.environ)
+    if broker.username:
+        env[ENV_USERNAME] = broker.username
+    if broker.password:
+        env[ENV_PASSWORD] = broker.password
+    if broker.ca_file:
+        env[ENV_CA_FILE] = broker.ca_file
+    return env
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,103 @@
+"""`lapcast stress`: a short real run loses and double-counts nothing; the report's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from lapcast.stress.probe import ConsumerTrace, EventsTrace
+from lapcast.stress.report import Latency, event_latencies, max_behind, peak_rate, rate
+
+CLI = [sys.executable, "-m", "lapcast"]
+MS = 1_000_000
+
+
+def _trace(messages: list[tuple[int, int, int, int]]) -> EventsTrace:
+    trace = EventsTrace()
+    for first, last, published, received in messages:
+        trace.add(first, last, published, received)
+    return trace
+
+
+class TestStressRun:
+    def test_short_run_loses_and_double_counts_nothing(self, tmp_path: Path) -> None:
+        """Engine, Mosquitto and three consumers over a small field: every event once, states
+        equal to the journal's fold, a latency per event per consumer, a baseline measured."""
+        done = subprocess.run(
+            [*CLI, "stress", "--cars", "24", "--laps", "12", "--seed", "3", "--rate", "max",
+             "--batch", "16", "--publish-ms", "10", "--pub-messages", "300", "--timeout", "90",
+             "--workdir", str(tmp_path / "run"), "--json", "--no-progress"],
+            capture_output=True, text=True, timeout=150,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        events = report["events"]
+        assert report["ok"] and report["lost"] == 0 and report["double_counted"] == 0
+        assert report["journal_events"] == events and report["journal_matches_log"]
+        assert report["engine"]["events"] == events and report["engine"]["lost_at_probe"] == 0
+        assert {c["name"] for c in report["consumers"]} == {
+            "running-order", "class-poles", "championship"}
+        for consumer in report["consumers"]:
+            assert consumer["applied"] == events == consumer["last_seq"]
+            assert consumer["state_matches_journal_fold"]
+            assert consumer["latency"]["samples"] == events
+            assert 0 < consumer["latency"]["p50"] <= consumer["latency"]["max"] < 60_000
+            assert consumer["peak_rss_mb"] > 10
+        assert report["latency"]["samples"] == 3 * events
+        # Every event but SessionStarted, one a message, up to --pub-messages.
+        assert report["mosquitto_pub"]["messages"] == min(300, events - 1)
+        assert report["engine"]["peak_rss_mb"] > 10 and report["broker_peak_rss_mb"] > 0
+        # The run's files stay where asked: the journal is the generated log.
+        run = tmp_path / "run"
+        assert (run / "journal.jsonl").read_bytes() == (run / "field.jsonl").read_bytes()
+
+    def test_table_names_the_figures(self, tmp_path: Path) -> None:
+        """Without --json: throughput, consumers, memory, journal and the verdict."""
+        done = subprocess.run(
+            [*CLI, "stress", "--cars", "12", "--laps", "5", "--rate", "max", "--pub-messages",
+             "50", "--timeout", "90", "--no-progress"],
+            capture_output=True, text=True, timeout=150, env={**os.environ, "COLUMNS": "200"},
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        for text in ("Throughput", "mosquitto_pub", "latency p99", "state = fold of the journal",
+                     "Peak memory", "identical to the generated log",
+                     "OK: 0 lost, 0 double-counted"):
+            assert text in done.stdout, text
+
+
+class TestReport:
+    def test_latency_is_first_state_reaching_the_event(self) -> None:
+        """Each event's latency runs to the first state whose seq reaches it."""
+        events = _trace([(1, 2, 100 * MS, 101 * MS), (3, 5, 110 * MS, 111 * MS)])
+        consumer = ConsumerTrace("x", states=[(2, 105 * MS, 0), (5, 130 * MS, 0)])
+        assert list(event_latencies(events, consumer, 5)) == [
+            5 * MS, 5 * MS, 20 * MS, 20 * MS, 20 * MS]
+
+    def test_a_redelivered_event_keeps_its_first_publication(self) -> None:
+        """A QoS 1 duplicate counts twice in `seen` and does not restamp the event."""
+        events = _trace([(1, 3, 100 * MS, 101 * MS), (2, 3, 200 * MS, 201 * MS)])
+        assert list(events.seen[1:4]) == [1, 2, 2]
+        consumer = ConsumerTrace("x", states=[(3, 250 * MS, 0)])
+        assert list(event_latencies(events, consumer, 3)) == [150 * MS] * 3
+
+    def test_max_behind_counts_events_heard_before_each_state(self) -> None:
+        """Behind = the engine's newest seq heard by then, minus the state's seq."""
+        events = _trace([(1, 10, 0, 10), (11, 50, 0, 20), (51, 60, 0, 40)])
+        consumer = ConsumerTrace("x", states=[(5, 15, 0), (20, 30, 0), (60, 50, 0)])
+        assert max_behind(events, consumer) == 30
+
+    def test_rates(self) -> None:
+        """Sustained rate over the span; the peak over any one-second window."""
+        assert rate(1000, 0, 500 * MS) == 2000.0
+        assert rate(5, 7, 7) == 0.0
+        events = _trace([(1, 100, 0, 0), (101, 150, 0, 900 * MS), (151, 160, 0, 2500 * MS)])
+        assert peak_rate(events) == 150.0
+
+    def test_latency_percentiles(self) -> None:
+        """p50, p99 and max in milliseconds; empty input gives none."""
+        lat = Latency.of([i * MS for i in range(1, 101)])
+        assert (lat.p50, lat.p99, lat.max, lat.samples) == (51.0, 100.0, 100.0, 100)
+        assert Latency.of([]).samples == 0
