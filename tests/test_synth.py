@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lapcast.mosquitto import MosquittoProcess
 from simulator.contract import (
     ChequeredFlag,
     Event,
@@ -299,3 +300,20 @@ class TestCli:
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert "unknown class 'F1'" in done.stderr and "Traceback" not in done.stderr
+
+
+class TestReplay:
+    def test_replay_synth_with_options_publishes_the_field(
+        self, broker: MosquittoProcess, tmp_path: Path
+    ) -> None:
+        """`lapcast replay synth --cars ... --seed ...` journals exactly that field's log."""
+        journal = tmp_path / "journal.jsonl"
+        done = subprocess.run(
+            [*CLI, "replay", "synth", "--cars", "40", "--laps", "4", "--seed", "7",
+             "--broker", broker.url, "--speed", "max", "--batch", "32", "--exit-when-done",
+             "--journal", str(journal)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        spec = SynthSpec(cars=40, laps=4, seed=7)
+        assert journal.read_bytes() == b"".join(encode(e) + b"\n" for e in events(spec))

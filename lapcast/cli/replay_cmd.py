@@ -27,6 +27,7 @@ from simulator.errors import ControlError
 from simulator.replay.control import parse_speed
 from simulator.replay.engine import ReplayEngine, ReplaySettings, default_journal
 from simulator.sources import load_source
+from simulator.synth import add_synth_options, source_from_options
 from simulator.timefmt import format_ms, parse_duration
 
 __all__ = ["register"]
@@ -68,8 +69,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("source", metavar="SOURCE",
-                        help="an Al Kamel .csv, a scenario .toml, a journal .jsonl or synth:...")
+                        help="an Al Kamel .csv, a scenario .toml, a journal .jsonl, synth:... "
+                             "or synth (a field from --cars, --laps, --seed...)")
     add_broker_options(parser)
+    add_synth_options(parser, title="synthetic field (SOURCE synth)")
     parser.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
                         help="session seconds per wall second, above 0 (default 1), or max: "
                              "as fast as the broker acknowledges")
@@ -98,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    source = load_source(args.source, session_id=args.session_id,
+    source = load_source(source_from_options(args.source, args), session_id=args.session_id,
                          granularity=args.granularity)
     settings = ReplaySettings(
         broker=broker_settings(args),

@@ -18,6 +18,7 @@ from simulator.synth.spec import (
     SynthSpec,
     add_synth_options,
     parse_spec,
+    source_from_options,
     spec_from_options,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "events",
     "load",
     "parse_spec",
+    "source_from_options",
     "spec_from_options",
 ]
 

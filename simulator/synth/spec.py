@@ -21,6 +21,7 @@ __all__ = [
     "SynthSpec",
     "add_synth_options",
     "parse_spec",
+    "source_from_options",
     "spec_from_options",
 ]
 
@@ -144,3 +145,9 @@ def spec_from_options(args: argparse.Namespace) -> SynthSpec:
     classes = tuple(c.strip().upper() for c in str(args.classes).split(":") if c.strip())
     return SynthSpec(cars=args.cars, classes=classes, laps=args.laps, seed=args.seed,
                      session=args.session, fcy=args.fcy, sc=args.sc)
+
+
+def source_from_options(source: str, args: argparse.Namespace) -> str:
+    """A command's SOURCE: as given, or, when it is the bare word ``synth``, the
+    ``synth:...`` spec that ``add_synth_options``' options describe."""
+    return spec_from_options(args).text() if source == "synth" else source
