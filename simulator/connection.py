@@ -249,16 +249,23 @@ def _topic_names(topic: Any) -> list[str]:
     return [name for item in topic for name in _topic_names(item)]
 
 
-def _packet_size(topic: str, payload: Any, qos: int, properties: Properties | None) -> int:
-    """An upper bound of a PUBLISH packet's size (MQTT v5 3.3)."""
+# Room left for a PUBLISH's properties before they are measured exactly: packing
+# paho's Properties costs microseconds, so only a payload this close to the limit pays.
+_PROPERTIES_ROOM = 64 * 1024
+
+
+def _payload_size(payload: Any) -> int:
     if payload is None:
-        body = 0
-    elif isinstance(payload, bytes | bytearray):
-        body = len(payload)
-    elif isinstance(payload, str):
-        body = len(payload.encode())
-    else:
-        body = len(str(payload).encode())
+        return 0
+    if isinstance(payload, bytes | bytearray):
+        return len(payload)
+    if isinstance(payload, str):
+        return len(payload.encode())
+    return len(str(payload).encode())
+
+
+def _packet_size(topic: str, body: int, qos: int, properties: Properties | None) -> int:
+    """An upper bound of a PUBLISH packet's size (MQTT v5 3.3)."""
     props = len(properties.pack()) if properties is not None else 1  # type: ignore[no-untyped-call]
     # fixed header (1 + up to 4 length bytes) + topic (2 + n) + packet id + properties
     return 5 + 2 + len(topic.encode()) + (2 if qos else 0) + props + body
@@ -355,9 +362,11 @@ class CheckedClient(aiomqtt.Client):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
-        if self.max_packet_size is not None:
-            size = _packet_size(topic, payload, qos, properties)
-            if size > self.max_packet_size:
+        limit = self.max_packet_size
+        body = _payload_size(payload) if limit is not None else 0
+        if limit is not None and body + len(topic) + _PROPERTIES_ROOM > limit:
+            size = _packet_size(topic, body, qos, properties)
+            if size > limit:
                 raise BrokerError(
                     f"a publish to {topic} of {size} bytes exceeds the broker's maximum "
                     f"packet size of {self.max_packet_size} bytes ({self.broker})"
