@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Iterator
@@ -94,8 +95,8 @@ class ReplayStats:
     events_published: int = 0  # distinct events acknowledged by the broker
     messages_acked: int = 0
     connections: int = 0
-    # (epoch, seq) each reconnection resumed from.
-    resumes: list[tuple[int, int]] = field(default_factory=list)
+    # (epoch, seq, wall clock ns) of each reconnection: where it resumed, and when.
+    resumes: list[tuple[int, int, int]] = field(default_factory=list)
     # Publish time minus deadline, in ms, of recent paced messages.
     lateness_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
@@ -508,7 +509,7 @@ class ReplayEngine:
             if resume is None:
                 event = self._cursor.peek() if self._cursor else None
                 resume = (self.epoch, event.seq if event else self.total_events + 1)
-            self.stats.resumes.append(resume)
+            self.stats.resumes.append((*resume, time.time_ns()))
             log.warning("reconnected: resuming", epoch=resume[0], seq=resume[1])
         await self.delivery.resend()
         pump = self._spawn(self._pump())

@@ -1,0 +1,96 @@
+"""`lapcast replay` as a user runs it: real subprocesses against a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from lapcast.mosquitto import MosquittoProcess
+from simulator import topics
+from simulator.connection import parse_broker_url
+from simulator.journal import scan
+from simulator.replay.testing import Recorder
+
+LAPCAST = [sys.executable, "-m", "lapcast"]
+
+
+def _fold(path: Path) -> dict[str, Any]:
+    out = subprocess.run([*LAPCAST, "fold", str(path), "--json"], capture_output=True,
+                         check=True, timeout=120)
+    document: dict[str, Any] = msgspec.json.decode(out.stdout)
+    document.pop("source", None)
+    return document
+
+
+def _statuses(recorder: Recorder, session: str) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(m.payload) for m in recorder.on(topics.status(session))]
+
+
+class TestReplayCommand:
+    def test_exit_when_done_and_the_journal_folds_like_the_source(
+            self, broker: MosquittoProcess, race_csv: Path, session_id: str,
+            tmp_path: Path) -> None:
+        """`lapcast replay race.csv --speed max --exit-when-done` exits 0 once done; folding
+        its journal gives what folding the CSV gives; a second run appends epoch 2."""
+        journal = tmp_path / "journal.jsonl"
+        command = [*LAPCAST, "replay", str(race_csv), "--broker", broker.url, "--speed",
+                   "max", "--session-id", session_id, "--journal", str(journal),
+                   "--exit-when-done"]
+        first = subprocess.run(command, capture_output=True, timeout=120)
+        assert first.returncode == 0, first.stderr.decode()
+        assert _fold(journal) == _fold(race_csv) | {"session_id": session_id}
+        second = subprocess.run([*command, "--batch", "50"], capture_output=True, timeout=120)
+        assert second.returncode == 0, second.stderr.decode()
+        index, _ = scan(journal)
+        assert sorted(index.epochs) == [1, 2]
+        assert index.last_seq(1) == index.last_seq(2)
+        assert _fold(journal)["events"] == index.last_seq(2)
+
+    async def test_sigkill_leaves_lost_and_sigterm_stopped(
+            self, broker: MosquittoProcess, race_csv: Path, session_id: str,
+            tmp_path: Path) -> None:
+        """Killed, the engine's last will marks the status lost; stopped with SIGTERM it
+        exits 0 and says stopped."""
+        settings = parse_broker_url(broker.url)
+        status = topics.status(session_id)
+        for sig, final in ((signal.SIGKILL, "lost"), (signal.SIGTERM, "stopped")):
+            async with Recorder(settings, [status]) as recorder:
+                proc = await asyncio.create_subprocess_exec(
+                    *LAPCAST, "replay", str(race_csv), "--broker", broker.url,
+                    "--session-id", session_id, "--speed", "60",
+                    "--journal", str(tmp_path / f"{sig}.jsonl"),
+                    stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                await recorder.wait_for(lambda r: any(
+                    d["state"] == "running" and d["events_published"] > 0
+                    for d in _statuses(r, session_id)))
+                proc.send_signal(sig)
+                code = await asyncio.wait_for(proc.wait(), 20)
+                await recorder.wait_for(
+                    lambda r, final=final: _statuses(r, session_id)[-1]["state"] == final)
+            if sig == signal.SIGTERM:
+                assert code == 0
+            else:
+                assert _statuses(recorder, session_id)[-1] == {"state": "lost"}
+
+    def test_bad_arguments_are_one_clear_line(self, race_csv: Path, tmp_path: Path) -> None:
+        """A start past the end, a missing file or a zero batch exit 2 with a message."""
+        cases = [
+            (["--from", "9:00:00"], "is past the end of the session (8:03:30.433)"),
+            (["--batch", "0"], "--batch: '0': expected a whole number of at least 1"),
+            (["--speed", "-1"], "speed '-1' must be a number above 0"),
+        ]
+        for extra, message in cases:
+            run = subprocess.run([*LAPCAST, "replay", str(race_csv), "--broker",
+                                  "mqtt://127.0.0.1:1", "--journal", str(tmp_path / "j.jsonl"),
+                                  *extra], capture_output=True, timeout=60)
+            assert run.returncode == 2
+            assert message in run.stderr.decode()
+        run = subprocess.run([*LAPCAST, "replay", str(tmp_path / "nope.csv")],
+                             capture_output=True, timeout=60)
+        assert run.returncode == 2 and "nope.csv: no such file" in run.stderr.decode()
