@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
 from simulator.connection import BrokerSettings, parse_broker_url
 from simulator.contract import LapCompleted, encode
+from simulator.errors import BrokerError
 from simulator.sources import load_source
 
 pytestmark = pytest.mark.broker
@@ -253,3 +255,30 @@ class TestSecureForgedMessages:
         for name in PROJECTIONS:
             assert after[name] == before[name], name
             assert after[name]["state"] == offline[name], name
+
+
+class TestSecureControl:
+    async def test_secure_operator_steers_the_engine_and_the_board_cannot(
+        self, secure_session: SecureSession, race_csv: Path
+    ) -> None:
+        """Race control pauses and resumes the replay over TLS; the board's try is refused."""
+        s = secure_session
+        s.spawn("engine", "engine", "replay", str(race_csv), "--session-id", s.session_id,
+                "--speed", "1", "--journal", str(s.journal))
+        status = [topics.status(s.session_id)]
+
+        def state(name: str) -> Callable[[dict[str, Any]], bool]:
+            return lambda seen: any(d.get("state") == name for d in seen.values())
+
+        await s.latest("operator", status, state("running"), timeout=30)
+        async with s.settings("board").client() as board:
+            with pytest.raises(BrokerError, match=re.escape(topics.control(s.session_id))):
+                await board.publish(topics.control(s.session_id), b'{"command":"pause"}',
+                                    qos=1)
+        async with s.settings("operator").client() as operator:
+            await operator.publish(topics.control(s.session_id), b'{"command":"pause"}', qos=1)
+            await s.latest("operator", status, state("paused"), timeout=10)
+            await operator.publish(topics.control(s.session_id), b'{"command":"resume"}',
+                                   qos=1)
+            await s.latest("operator", status, state("running"), timeout=10)
+        assert s.stop("engine") == 0, s.log("engine")
