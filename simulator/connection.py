@@ -62,6 +62,9 @@ _FINAL_CONNACK = {
 }
 _V3_CONNACK = {1: 0x84, 2: 0x85, 4: 0x86, 5: 0x87}
 
+# A handshake cut short (the broker stopping or restarting): worth another attempt.
+_SSL_CUT_SHORT = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
 # The mid of the last PUBLISH sent in this task (see CheckedClient.publish).
 _last_mid: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "lapcast_last_mid", default=None
@@ -327,7 +330,7 @@ class CheckedClient(aiomqtt.Client):
                     f"({cause.verify_message}): give the CA that signed it with --ca-file "
                     f"or ${ENV_CA_FILE}"
                 ) from exc
-            if isinstance(cause, ssl.SSLError):
+            if isinstance(cause, ssl.SSLError) and not isinstance(cause, _SSL_CUT_SHORT):
                 raise BrokerError(f"{self.broker}: TLS handshake failed ({cause.reason}): "
                                   "is this a TLS listener (mqtts://)?") from exc
             if self._tls and isinstance(cause, ConnectionResetError):

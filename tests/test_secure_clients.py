@@ -190,6 +190,22 @@ class TestSecureCheckedClient:
             async with settings.client():
                 pass
 
+    async def test_secure_handshake_cut_short_is_worth_retrying(self) -> None:
+        """A listener that hangs up mid-handshake (a broker stopping) is not final."""
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)  # the ClientHello has begun: now go away
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            settings = parse_broker_url(f"mqtts://127.0.0.1:{port}", environ={})
+            with pytest.raises(aiomqtt.MqttError) as caught:
+                async with settings.client(timeout=5):
+                    pass
+        assert not is_final(caught.value)
+
     async def test_secure_unreachable_broker_is_worth_retrying(self) -> None:
         """Nobody listening is an aiomqtt.MqttError (retry), not a final BrokerError."""
         settings = parse_broker_url(f"mqtts://127.0.0.1:{free_port()}", environ={})
