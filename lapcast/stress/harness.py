@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -151,7 +153,7 @@ class _Run:
         env = _child_env(broker)
         pub_topic = topics.events(f"{self.session_id}-mosquitto-pub")
         self.probe = Probe(host=broker.host, port=broker.port, session_id=self.session_id,
-                           consumers=list(s.consumers), extra_events_topics=(pub_topic,),
+                           consumers=list(s.consumers),
                            broker=broker)
         self.probe.start()
         self._start_consumers(broker, env)
@@ -274,10 +276,11 @@ class _Run:
                 return True
 
     def _mosquitto_pub(self, broker: BrokerSettings, topic: str, total: int) -> PubFigures | None:
-        """The same field's events, one per message, by Mosquitto's own C client."""
-        binary = shutil.which("mosquitto_pub")
-        if binary is None:
-            self.errors.append("mosquitto_pub not found: the baseline was not measured")
+        """The same field's events, one per message, by Mosquitto's own C client, counted
+        on arrival by ``mosquitto_sub`` (C too, so the count is not the probe's limit)."""
+        pub_bin, sub_bin = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
+        if pub_bin is None or sub_bin is None:
+            self.errors.append("mosquitto_pub/mosquitto_sub not found: no baseline measured")
             return None
         if broker.username or broker.tls:
             # Its password would show on its command line: compare on a private broker.
@@ -295,29 +298,59 @@ class _Run:
                 count += 1
         if count == 0:
             return None
-        argv = [binary, "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5",
-                "-q", "1", "-M", str(self.s.window), "-t", topic, "-l",
-                "-i", f"lapcast-stress-pub-{self.session_id}"]
-        started = time.perf_counter()
-        with open(lines_path, "rb") as stdin:
-            done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=300)
-        wall = time.perf_counter() - started
-        if done.returncode != 0:
-            self.errors.append(f"mosquitto_pub exited with {done.returncode}: "
-                               f"{done.stderr.decode(errors='replace')[-300:]}")
+        where = ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"]
+        ready = f"{topic}/ready"
+        sub = subprocess.Popen(
+            [sub_bin, *where, "-t", topic, "-t", ready, "-F", "%t %U",
+             "-i", f"lapcast-stress-sub-{self.session_id}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        lines: queue.Queue[bytes] = queue.Queue()
+        assert sub.stdout is not None
+        reader = threading.Thread(target=_pump_lines, args=(sub.stdout, lines), daemon=True)
+        reader.start()
+        arrivals: list[float] = []
+        try:
+            # Subscribed once a message on the ready topic comes back (sent until it does).
+            for _ in range(100):
+                subprocess.run([pub_bin, *where, "-t", ready, "-m", "1"], check=True,
+                               timeout=30, capture_output=True)
+                try:
+                    if lines.get(timeout=0.2).startswith(ready.encode()):
+                        break
+                except queue.Empty:
+                    continue
+            else:
+                self.errors.append("mosquitto_sub never subscribed: no baseline measured")
+                return None
+            argv = [pub_bin, *where, "-M", str(self.s.window), "-t", topic, "-l",
+                    "-i", f"lapcast-stress-pub-{self.session_id}"]
+            started = time.perf_counter()
+            with open(lines_path, "rb") as stdin:
+                done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=300)
+            wall = time.perf_counter() - started
+            if done.returncode != 0:
+                self.errors.append(f"mosquitto_pub exited with {done.returncode}: "
+                                   f"{done.stderr.decode(errors='replace')[-300:]}")
+                return None
+            deadline = time.monotonic() + 30
+            while len(arrivals) < count and time.monotonic() < deadline:
+                try:
+                    line = lines.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                name, _, stamp = line.decode().strip().rpartition(" ")
+                if name == topic:
+                    arrivals.append(float(stamp))
+        finally:
+            sub.kill()
+            sub.wait()
+        if len(arrivals) < 2:
+            self.errors.append(f"mosquitto_sub heard {len(arrivals)} of {count} messages")
             return None
-        assert self.probe is not None
-        trace = self.probe.extra[topic]
-        deadline = time.monotonic() + 30
-        while trace.messages < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        received = trace.messages
-        if received < 2:
-            return None
-        seconds = (trace.received_ns[-1] - trace.received_ns[0]) / 1e9
-        return PubFigures(messages=received, seconds=round(seconds, 3),
-                          messages_per_s=rate(received, trace.received_ns[0],
-                                              trace.received_ns[-1]),
+        seconds = arrivals[-1] - arrivals[0]
+        return PubFigures(messages=len(arrivals), seconds=round(seconds, 3),
+                          messages_per_s=round(len(arrivals) / seconds, 1) if seconds else 0.0,
                           wall_messages_per_s=round(count / wall, 1))
 
     # --- checks and figures ----------------------------------------------------------------
@@ -449,6 +482,11 @@ def _child_env(broker: BrokerSettings) -> dict[str, str]:
     if broker.ca_file:
         env[ENV_CA_FILE] = broker.ca_file
     return env
+
+
+def _pump_lines(stream: Any, into: queue.Queue[bytes]) -> None:
+    for line in stream:
+        into.put(line)
 
 
 def _own_cpu_s() -> float:

@@ -104,14 +104,11 @@ class Probe:
     """Subscribes to a session's events, states, healths and engine status."""
 
     def __init__(self, *, host: str, port: int, session_id: str, consumers: list[str],
-                 extra_events_topics: tuple[str, ...] = (),
                  broker: BrokerSettings | None = None) -> None:
         self.session_id = session_id
         self.events_topic = topics.events(session_id)
         self.status_topic = topics.status(session_id)
         self.events = EventsTrace()
-        # Other events topics (mosquitto_pub's comparison run), traced the same way.
-        self.extra: dict[str, EventsTrace] = {t: EventsTrace() for t in extra_events_topics}
         self.consumers = {name: ConsumerTrace(name) for name in consumers}
         self._state_topics = {topics.state(session_id, n): n for n in consumers}
         self._health_topics = {topics.consumer_status(session_id, n): n for n in consumers}
@@ -139,7 +136,6 @@ class Probe:
         wanted = [(self.events_topic, qos1), (self.status_topic, qos1)]
         wanted += [(t, qos1) for t in self._state_topics]
         wanted += [(t, qos1) for t in self._health_topics]
-        wanted += [(t, qos1) for t in self.extra]
         self._client.subscribe(wanted)
         if not self._subscribed.wait(timeout):
             raise TimeoutError(f"probe: no SUBACK from {self._host}:{self._port} in {timeout} s")
@@ -163,11 +159,8 @@ class Probe:
                 self._on_state(self.consumers[self._state_topics[topic]], msg, now)
             elif topic in self._health_topics:
                 self._on_health(self.consumers[self._health_topics[topic]], bytes(msg.payload))
-            elif topic == self.status_topic:
-                if msg.payload:
-                    self.engine_status = msgspec.json.decode(msg.payload)
-            elif topic in self.extra:
-                self._on_events(self.extra[topic], msg, now)
+            elif topic == self.status_topic and msg.payload:
+                self.engine_status = msgspec.json.decode(msg.payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
 
@@ -181,8 +174,8 @@ class Probe:
             first, last = decoded.events[0].seq, decoded.events[-1].seq
         else:
             first = last = decoded.seq
-        if first < 1:  # not an event (mosquitto_pub's comparison lines are events too)
-            first = last = trace.max_seq + 1
+        if first < 1:
+            raise msgspec.ValidationError("an events message without a seq")
         with self.lock:
             trace.add(first, last, _published_at(msg.properties) or now, now)
 
