@@ -157,10 +157,10 @@ def line_of(text: str, needle: str) -> str:
 
 
 def styles_of(snapshot: BoardSnapshot, needle: str, width: int = 200) -> list[Style]:
-    """The styles of every segment of the board whose text is ``needle``."""
+    """The styles of every segment of the board that shows ``needle``."""
     console = Console(width=width, color_system="truecolor", force_terminal=True)
     return [seg.style or Style() for seg in console.render(render_board(snapshot))
-            if seg.text.strip() == needle]
+            if needle in seg.text]
 
 
 # --- the renderer --------------------------------------------------------------------------
@@ -180,6 +180,14 @@ class TestRenderBoard:
         for title in ("Pos", "Car", "Driver", "Team", "Laps", "Best", "Gap", "Int", "Last",
                       "S1", "S2", "S3", "Pit"):
             assert title in header
+
+    def test_columns_line_up_across_classes(self) -> None:
+        """Every class table puts each column at the same place, as a timing screen does."""
+        text = text_of(full_store().snapshot())
+        headers = [line for line in text.splitlines() if "Driver" in line and "Best" in line]
+        assert len(headers) == 3
+        for title in ("Team", "Best", "Gap", "Last", "S3", "Pit"):
+            assert len({h.index(title) for h in headers}) == 1, title
 
     def test_classes_in_entry_list_order_with_class_positions(self) -> None:
         """One table per class, in the entry list's order, cars by class position."""

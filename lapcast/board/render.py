@@ -11,16 +11,18 @@ best overall), green for a personal best, yellow for a car in the pit lane.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
+from lapcast.board.grid import Column, Grid
 from lapcast.board.store import BoardSnapshot
 from lapcast.board.views import (
     ChampionshipView,
@@ -63,6 +65,8 @@ _CLASS_STYLES = {
 # Below this width the right-hand column (poles, championship) goes under the tables.
 _SIDE_BY_SIDE_WIDTH = 170
 _SECTORS_WIDTH = 140
+# Width of the right-hand column: the championship's crews fit.
+_RIGHT_WIDTH = 70
 
 
 def render_board(snapshot: BoardSnapshot) -> RenderableType:
@@ -87,17 +91,29 @@ class Board:
                                sectors=options.max_width >= _SECTORS_WIDTH)
         side = [_poles_panel(snap, poles), _championship_panel(snap, championship)]
         if options.max_width >= _SIDE_BY_SIDE_WIDTH:
-            grid = Table.grid(expand=True, padding=(0, 1))
-            grid.add_column(ratio=13)
-            grid.add_column(ratio=7)
-            grid.add_row(Group(*tables), Group(*side))
-            yield grid
+            yield from _side_by_side(console, options, Group(*tables), Group(*side))
         else:
             yield from tables
             yield from side
         footer = _footer(snap)
         if footer is not None:
             yield footer
+
+
+def _side_by_side(console: Console, options: ConsoleOptions, left: RenderableType,
+                  right: RenderableType) -> Iterator[Segment]:
+    """Two columns, drawn line by line: a grid would measure every cell first, doubling
+    the cost of a frame."""
+    right_width = min(_RIGHT_WIDTH, options.max_width * 2 // 5)
+    left_width = options.max_width - right_width - 1
+    left_lines = console.render_lines(left, options.update_width(left_width), pad=True)
+    right_lines = console.render_lines(right, options.update_width(right_width), pad=True)
+    blank_left, blank_right = Segment(" " * left_width), Segment(" " * right_width)
+    for index in range(max(len(left_lines), len(right_lines))):
+        yield from left_lines[index] if index < len(left_lines) else (blank_left,)
+        yield Segment(" ")
+        yield from right_lines[index] if index < len(right_lines) else (blank_right,)
+        yield Segment.line()
 
 
 def _as(value: Any, kind: type[Any]) -> Any:
@@ -214,27 +230,24 @@ def _class_tables(
 def _class_table(
     car_class: str, rows: list[RunningOrderRow], *, sectors: int,
     class_best: int | None, overall_best: int | None,
-) -> Table:
+) -> Grid:
     style = _CLASS_STYLES.get(car_class.upper(), "bold")
-    table = Table(title=Text.assemble((f" {car_class} ", f"{style} reverse")),
-                  title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
-                  padding=(0, 1), collapse_padding=True, pad_edge=False, expand=True,
-                  header_style="bold dim")
     # Fixed widths for the figures, so that the columns of every class line up.
-    table.add_column("Pos", justify="right", no_wrap=True, width=3)
-    table.add_column("Car", no_wrap=True, width=8)
-    table.add_column("Driver", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("Team", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("Laps", justify="right", no_wrap=True, width=4)
-    table.add_column("Best", justify="right", no_wrap=True, width=8)
-    table.add_column("Gap", justify="right", no_wrap=True, width=9)
-    table.add_column("Int", justify="right", no_wrap=True, width=9)
-    table.add_column("Last", justify="right", no_wrap=True, width=8)
-    for index in range(sectors):
-        table.add_column(f"S{index + 1}", justify="right", no_wrap=True, width=6)
-    table.add_column("Pit", justify="center", no_wrap=True, width=6)
-    for row in rows:
-        table.add_row(
+    columns = [
+        Column(title="Pos", width=3),
+        Column(title="Car", width=8, justify="left"),
+        Column(title="Driver", justify="left"),
+        Column(title="Team", justify="left"),
+        Column(title="Laps", width=4),
+        Column(title="Best", width=8),
+        Column(title="Gap", width=9),
+        Column(title="Int", width=9),
+        Column(title="Last", width=8),
+        *(Column(title=f"S{index + 1}", width=6) for index in range(sectors)),
+        Column(title="Pit", width=6, justify="center"),
+    ]
+    cells: list[list[Text | str]] = [
+        [
             str(row.class_position or ""),
             _car(row),
             _short_name(row.driver or ""),
@@ -246,8 +259,11 @@ def _class_table(
             Text(format_ms(row.last_lap_ms), style=MARKER_STYLES.get(row.last_lap_marker, "")),
             *_sectors(row, sectors),
             _pit(row),
-        )
-    return table
+        ]
+        for row in rows
+    ]
+    return Grid(title=Text.assemble((f" {car_class} ", f"{style} reverse")), columns=columns,
+                rows=cells)
 
 
 def _short_name(name: str) -> str:

@@ -25,6 +25,7 @@ COMMANDS = (
     "replay",
     "fold",
     "board",
+    "demo",
     "consume",
     "consumers",
     "synth",

@@ -1,0 +1,54 @@
+"""``lapcast demo``: broker, replay engine, three consumers and the live board, at once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lapcast.cli.board_cmd import positive_fps
+from lapcast.demo import DEFAULT_SOURCE, DemoSettings, resolve_source, run_demo
+
+__all__ = ["register"]
+
+
+def speed(text: str) -> str:
+    if text == "max":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        message = f"not a speed: {text!r} (a factor above 0, or max)"
+        raise argparse.ArgumentTypeError(message) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"speed must be above 0, not {text}")
+    return text
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="replay a session live: broker, engine, consumers and the board",
+        description="Start Mosquitto on a free loopback port, the replay engine, the three "
+        "consumers (each its own process) and the live board in the foreground. Ctrl-C "
+        "stops everything and leaves no process behind.",
+    )
+    parser.add_argument("--speed", type=speed, default="1", metavar="FACTOR",
+                        help="session seconds per wall second, or max (default 1: real time)")
+    parser.add_argument("--source", default=DEFAULT_SOURCE, metavar="PATH",
+                        help=f"what to replay: a scenario .toml or an Al Kamel .csv "
+                        f"(default {DEFAULT_SOURCE})")
+    parser.add_argument("--broker", metavar="URL",
+                        help="use this broker instead of starting a private Mosquitto "
+                        "(credentials in the URL or LAPCAST_MQTT_* variables)")
+    parser.add_argument("--fps", type=positive_fps, default=8.0, metavar="N",
+                        help="board redraws per second at most (default 8)")
+    parser.add_argument("--exit-when-done", action="store_true",
+                        help="stop everything and exit once the replay has finished and the "
+                        "board shows its final state (default: keep showing it until Ctrl-C)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = DemoSettings(source=resolve_source(args.source), speed=args.speed,
+                            broker=args.broker, fps=args.fps,
+                            exit_when_done=args.exit_when_done)
+    return run_demo(settings)

@@ -1,0 +1,204 @@
+"""``lapcast demo``: the whole chain under a terminal, and nothing left running afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "scenarios" / "wec-2023-bahrain-qualifying.toml"
+# What the final screen of the Bahrain qualifying must show.
+POLES = ("#8  1:46.564", "#23  1:52.290", "#85  1:58.692")
+# The championship line: with the pole point, #8 takes the title with 3rd even if #7 wins.
+CLINCH = ("#8 (Buemi / Hartley / Hirakawa) are champions", "even if #7 wins (157 vs 156)")
+
+
+def _ppids() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc."""
+    out: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: split after the last ")".
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(entry.name)] = int(fields[1])
+    return out
+
+
+def descendants(pid: int) -> set[int]:
+    parents = _ppids()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie awaiting its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+class Tmux:
+    """A private tmux server (its own socket): one 200x60 window running one command."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.socket = f"lapcast-test-{uuid.uuid4().hex[:8]}"
+        self.conf = tmp_path / "tmux.conf"
+        # Keep the pane after the command exits, to read its last screen and exit status.
+        self.conf.write_text("set -g remain-on-exit on\nset -g history-limit 0\n"
+                             "set -g default-size 200x60\n")
+
+    def __call__(self, *args: str) -> str:
+        # An explicit environment: with none, the child gets the C-level one, where
+        # readline (imported under pytest) has put COLUMNS=80 and LINES=24.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        result = subprocess.run(["tmux", "-L", self.socket, "-f", str(self.conf), *args],
+                                capture_output=True, text=True, check=True, timeout=10,
+                                env=env)
+        return result.stdout
+
+    def start(self, command: list[str]) -> int:
+        self("new-session", "-d", "-x", "200", "-y", "60", "-s", "demo", "-c", str(ROOT),
+             *command)
+        return int(self("display-message", "-p", "-t", "demo", "#{pane_pid}").strip())
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "demo")
+
+    def dead_status(self) -> int | None:
+        # "0" while it runs; "1 STATUS" once the command has exited.
+        dead, _, status = self("display-message", "-p", "-t", "demo",
+                               "#{pane_dead} #{pane_dead_status}").strip().partition(" ")
+        return int(status) if dead == "1" else None
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+                       timeout=10)
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    server = Tmux(tmp_path)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def line_of(screen: str, needle: str) -> str:
+    return next((line for line in screen.splitlines() if needle in line), "")
+
+
+def wait_for(predicate, timeout: float, what: str, on_fail=lambda: "") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}\n{on_fail()}")
+
+
+@pytest.mark.broker
+class TestDemoInTerminal:
+    def test_bahrain_demo_final_screen_and_ctrl_c(self, tmux: Tmux) -> None:
+        """At 200x the board ends on the class poles and the title line; Ctrl-C leaves nothing."""
+        assert SCENARIO.exists(), f"the Bahrain scenario is missing: {SCENARIO}"
+        demo = tmux.start([sys.executable, "-m", "lapcast", "demo", "--speed", "200"])
+        started: set[int] = set()
+
+        def final_screen() -> bool:
+            started.update(descendants(demo))
+            screen = tmux.screen()
+            return (all(pole in screen for pole in POLES) and "engine finished" in screen
+                    and "board behind 0 events" in screen)
+
+        wait_for(final_screen, 90, "the final board", tmux.screen)
+        screen = tmux.screen()
+        assert all(part in screen for part in CLINCH), screen
+        assert "134" in line_of(screen, "Buemi / Hartley / Hirakawa")  # 133 + the pole point
+        # The engine keeps serving catch-up after the session: the demo keeps the board.
+        time.sleep(1.0)
+        assert tmux.dead_status() is None
+        children = {pid for pid in started if alive(pid)}
+        names = " ".join(cmdline(pid) for pid in children)
+        assert "mosquitto" in names and "replay" in names
+        assert names.count("consume") == 3, names
+
+        tmux("send-keys", "-t", "demo", "C-c")
+        wait_for(lambda: tmux.dead_status() is not None, 20, "the demo to exit", tmux.screen)
+        assert tmux.dead_status() == 0
+        assert not alive(demo)
+        left = [f"{pid}: {cmdline(pid)}" for pid in started if alive(pid)]
+        assert not left, left
+        # The last frame stays on the terminal.
+        assert all(pole in tmux.screen() for pole in POLES)
+
+
+@pytest.mark.broker
+class TestDemoCommand:
+    def _run(self, *args: str, timeout: float = 90) -> tuple[int, str, str, set[int]]:
+        """Run ``lapcast demo`` without a terminal; also collect every process it started."""
+        env = {**os.environ, "COLUMNS": "200", "LINES": "60"}
+        proc = subprocess.Popen([sys.executable, "-m", "lapcast", "demo", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        started: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            started |= descendants(proc.pid)
+            time.sleep(0.1)
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate()
+        return proc.returncode, out, err, started
+
+    def test_exit_when_done(self) -> None:
+        """With --exit-when-done the demo prints the final board, stops everything, exits 0."""
+        code, out, err, started = self._run("--speed", "max", "--exit-when-done")
+        assert code == 0, err
+        assert all(pole in out for pole in POLES), out
+        assert all(part in out for part in CLINCH), out
+        assert len(started) >= 5  # mosquitto, the engine, three consumers
+        assert not [pid for pid in started if alive(pid)]
+
+    def test_failing_child_stops_everything(self, tmp_path: Path) -> None:
+        """A part that fails (the engine, on a broken scenario) is named; nothing is left."""
+        broken = tmp_path / "broken.toml"
+        broken.write_text("[session\nseries = 'x'\n")
+        code, _, err, started = self._run("--source", str(broken), timeout=60)
+        assert code == 2
+        assert "replay exited with" in err and "broken.toml" in err
+        assert not [pid for pid in started if alive(pid)]
+
+    def test_bad_arguments(self) -> None:
+        """A speed of 0 or a missing source is refused before anything starts."""
+        code, _, err, started = self._run("--speed", "0")
+        assert code == 2 and "speed must be above 0" in err
+        code, _, err, _ = self._run("--source", "no/such.toml")
+        assert code == 2 and "no/such.toml: no such file" in err
+        assert not started
