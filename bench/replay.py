@@ -12,8 +12,15 @@ divided by the time between them:
 
 1. the engine, one event per message (``ReplayEngine``, speed max, journal on);
 2. a bare aiomqtt loop: the same payloads, the same window of pipelined publishes;
-3. ``mosquitto_pub -l -q 1 -M WINDOW`` fed the same payloads, one per line;
+3. ``mosquitto_pub -l -q 1 -M WINDOW`` fed the same payloads, one per line, in runs
+   of at most 60,000 lines: mosquitto_pub 2.0.11 disconnects early once its 16-bit
+   message ids wrap (it takes a PUBACK of a reused id for the last one's), so a
+   single run of 200,000 lines loses most of them. Its rate is the lines over the
+   sum of the runs' first-to-last receipt times (the reconnections are not counted);
 4. the engine with ``--batch 64``.
+
+(1) and (2) run ``--repeat`` times each, alternating, and the best of each counts:
+the machine is shared, and the best run is the one least disturbed.
 
 Targets: (1) at least 80% of (2); (4) events/s at least (3)'s messages/s.
 """
@@ -40,6 +47,9 @@ from simulator.replay import ReplayEngine, ReplaySettings
 from simulator.replay.testing import generated_events
 from simulator.sources import Source
 from simulator.topics import events as events_topic
+
+# mosquitto_pub 2.0.11 -l loses messages once its 16-bit message ids wrap (see above).
+MOSQUITTO_PUB_RUN = 60_000
 
 
 class Subscriber:
@@ -84,10 +94,15 @@ class Subscriber:
         self.proc.terminate()
         self.proc.wait()
 
-    def rate(self, events: int) -> float:
-        """Events/s between the first and the last receipt (the first message excluded)."""
+    def rate(self, events: int, runs: list[int] | None = None) -> float:
+        """Events/s between the first and the last receipt (the first message excluded);
+        with ``runs`` (messages per run), over the sum of each run's span."""
         per_message = events / self.messages
-        return (events - per_message) / (self.times[-1] - self.times[0])
+        spans, start = [], 0
+        for count in runs or [self.messages]:
+            spans.append(self.times[start + count - 1] - self.times[start])
+            start += count
+        return (events - per_message * len(spans)) / sum(spans)
 
 
 async def _bare_loop(port: int, topic: str, payloads: list[bytes], window: int) -> None:
@@ -110,17 +125,21 @@ async def _bare_loop(port: int, topic: str, payloads: list[bytes], window: int) 
 
 def _measure(port: int, topic: str, messages: int, events: int,
              publish: Callable[[], Awaitable[object]] | None = None,
-             command: list[str] | None = None, stdin: Path | None = None) -> float:
+             command: list[str] | None = None, chunks: list[Path] | None = None) -> float:
     sub = Subscriber(port, topic, messages)
     asyncio.run(sub.wait_ready(port))
+    runs = None
     if publish is not None:
         asyncio.run(publish())  # type: ignore[arg-type]
     else:
-        assert command is not None and stdin is not None
-        with stdin.open("rb") as data:
-            subprocess.run(command, stdin=data, check=True)
-    sub.wait_done(timeout=120)
-    return sub.rate(events)
+        assert command is not None and chunks is not None
+        runs = []
+        for chunk in chunks:
+            with chunk.open("rb") as data:
+                subprocess.run(command, stdin=data, check=True)
+            runs.append(chunk.read_bytes().count(b"\n"))
+    sub.wait_done(timeout=300)
+    return sub.rate(events, runs)
 
 
 def main(argv: list[str]) -> int:
@@ -129,6 +148,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--laps", type=int, default=500)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="runs of the engine and of the bare loop, alternating (best counts)")
     args = parser.parse_args(argv)
 
     session = "bench"
@@ -138,8 +159,11 @@ def main(argv: list[str]) -> int:
     source = Source(name="generated", session_id=session, open_events=lambda: iter(events),
                     size=n)
     work = Path(tempfile.mkdtemp(prefix="lapcast-bench-replay-"))
-    lines = work / "payloads.txt"
-    lines.write_bytes(b"\n".join(payloads) + b"\n")
+    chunks = []
+    for start in range(0, n, MOSQUITTO_PUB_RUN):
+        chunk = work / f"payloads-{start}.txt"
+        chunk.write_bytes(b"".join(p + b"\n" for p in payloads[start:start + MOSQUITTO_PUB_RUN]))
+        chunks.append(chunk)
     print(f"{n:,} events, {sum(map(len, payloads)) / n:.0f} bytes each on average, "
           f"QoS 1, window {args.window}, counted by mosquitto_sub", flush=True)
 
@@ -157,20 +181,25 @@ def main(argv: list[str]) -> int:
                 await engine.run()
             return go
 
-        rates: dict[str, float] = {}
+        rates: dict[str, float] = {"engine": 0.0, "bare": 0.0}
         started = time.perf_counter()
-        rates["engine"] = _measure(port, events_topic("engine-1"), n, n,
-                                   publish=engine("engine-1", 1))
-        print(f"engine, 1 event/message:   {rates['engine']:10,.0f} events/s", flush=True)
-        topic = "bench/bare"
-        rates["bare"] = _measure(port, topic, n, n,
-                                 publish=lambda: _bare_loop(port, topic, payloads, args.window))
-        print(f"bare aiomqtt loop:          {rates['bare']:10,.0f} messages/s", flush=True)
+        for run in range(1, args.repeat + 1):
+            rate = _measure(port, events_topic(f"engine-{run}"), n, n,
+                            publish=engine(f"engine-{run}", 1))
+            rates["engine"] = max(rates["engine"], rate)
+            print(f"engine, 1 event/message:   {rate:10,.0f} events/s   (run {run})",
+                  flush=True)
+            topic = f"bench/bare-{run}"
+            rate = _measure(port, topic, n, n, publish=lambda topic=topic: _bare_loop(
+                port, topic, payloads, args.window))
+            rates["bare"] = max(rates["bare"], rate)
+            print(f"bare aiomqtt loop:          {rate:10,.0f} messages/s (run {run})",
+                  flush=True)
         topic = "bench/mosquitto_pub"
         rates["mosquitto_pub"] = _measure(
             port, topic, n, n,
             command=["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-q", "1",
-                     "-M", str(args.window), "-t", topic, "-l"], stdin=lines)
+                     "-M", str(args.window), "-t", topic, "-l"], chunks=chunks)
         print(f"mosquitto_pub -l:           {rates['mosquitto_pub']:10,.0f} messages/s",
               flush=True)
         batches = math.ceil(n / args.batch)
@@ -179,6 +208,8 @@ def main(argv: list[str]) -> int:
         print(f"engine, --batch {args.batch}:         {rates['batch']:10,.0f} events/s "
               f"({batches:,} messages)", flush=True)
 
+    print(f"best: engine {rates['engine']:,.0f} events/s, bare aiomqtt "
+          f"{rates['bare']:,.0f} messages/s")
     ratio = rates["engine"] / rates["bare"]
     batch_ratio = rates["batch"] / rates["mosquitto_pub"]
     print(f"engine / bare aiomqtt:      {ratio:10.0%}   (target >= 80%: "
