@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pty
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +63,9 @@ class TestReplayCommand:
         exits 0 and says stopped."""
         settings = parse_broker_url(broker.url)
         status = topics.status(session_id)
+        events = topics.events(session_id)
         for sig, final in ((signal.SIGKILL, "lost"), (signal.SIGTERM, "stopped")):
-            async with Recorder(settings, [status]) as recorder:
+            async with Recorder(settings, [status, events]) as recorder:
                 proc = await asyncio.create_subprocess_exec(
                     *LAPCAST, "replay", str(race_csv), "--broker", broker.url,
                     "--session-id", session_id, "--speed", "60",
@@ -73,10 +78,14 @@ class TestReplayCommand:
                 code = await asyncio.wait_for(proc.wait(), 20)
                 await recorder.wait_for(
                     lambda r, final=final: _statuses(r, session_id)[-1]["state"] == final)
+            journal = (tmp_path / f"{sig}.jsonl").read_bytes().split(b"\n")[:-1]
             if sig == signal.SIGTERM:
                 assert code == 0
             else:
                 assert _statuses(recorder, session_id)[-1] == {"state": "lost"}
+            # Write-ahead: whatever a subscriber saw is in the journal, even after SIGKILL.
+            seen = [m.payload for m in recorder.on(events)]
+            assert seen and seen == journal[:len(seen)]
 
     def test_bad_arguments_are_one_clear_line(self, race_csv: Path, tmp_path: Path) -> None:
         """A start past the end, a missing file or a zero batch exit 2 with a message."""
@@ -94,3 +103,59 @@ class TestReplayCommand:
         run = subprocess.run([*LAPCAST, "replay", str(tmp_path / "nope.csv")],
                              capture_output=True, timeout=60)
         assert run.returncode == 2 and "nope.csv: no such file" in run.stderr.decode()
+
+
+class TestTerminal:
+    async def test_keys_steer_the_replay_and_a_progress_line_shows(
+            self, broker: MosquittoProcess, race_csv: Path, session_id: str,
+            tmp_path: Path) -> None:
+        """On a terminal: space pauses, + doubles the speed, q stops cleanly; stderr shows
+        the progress line."""
+        settings = parse_broker_url(broker.url)
+        status = topics.status(session_id)
+        master, slave = pty.openpty()
+        output = bytearray()
+
+        def drain() -> None:  # the child must never block on a full terminal
+            with contextlib.suppress(OSError):
+                while chunk := os.read(master, 4096):
+                    output.extend(chunk)
+
+        async def shown(text: bytes) -> None:  # the progress line ticks every 0.25 s
+            async with asyncio.timeout(5):
+                while text not in output:
+                    await asyncio.sleep(0.05)
+
+        async with Recorder(settings, [status]) as recorder:
+            proc = await asyncio.create_subprocess_exec(
+                *LAPCAST, "replay", str(race_csv), "--broker", broker.url,
+                "--session-id", session_id, "--speed", "30",
+                "--journal", str(tmp_path / "tty.jsonl"),
+                stdin=slave, stdout=slave, stderr=slave)
+            os.close(slave)
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            try:
+                await recorder.wait_for(lambda r: any(
+                    d["state"] == "running" for d in _statuses(r, session_id)))
+                os.write(master, b" ")
+                await recorder.wait_for(lambda r: _statuses(r, session_id)[-1]["state"]
+                                        == "paused")
+                await shown(b"paused ")
+                os.write(master, b"+")
+                await recorder.wait_for(lambda r: _statuses(r, session_id)[-1]["speed"]
+                                        == 60.0)
+                await shown(b"speed 60x")
+                os.write(master, b" q")
+                code = await asyncio.wait_for(proc.wait(), 20)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            await recorder.wait_for(lambda r: _statuses(r, session_id)[-1]["state"]
+                                    == "stopped")
+        os.close(master)
+        reader.join(5)
+        assert code == 0
+        text = output.decode(errors="replace")
+        assert "7,510 events" in text and "speed 30x" in text and "lag" in text
