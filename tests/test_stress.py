@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lapcast.stress.probe import ConsumerTrace, EventsTrace
+from lapcast.stress.probe import ConsumerTrace
+from lapcast.stress.recorder import EventsTrace, parse_line, seq_range
 from lapcast.stress.report import Latency, event_latencies, max_behind, peak_rate, rate
 
 CLI = [sys.executable, "-m", "lapcast"]
@@ -95,6 +96,18 @@ class TestReport:
         assert rate(5, 7, 7) == 0.0
         events = _trace([(1, 100, 0, 0), (101, 150, 0, 900 * MS), (151, 160, 0, 2500 * MS)])
         assert peak_rate(events) == 150.0
+
+    def test_recorded_line_parses_to_arrival_stamp_and_seqs(self) -> None:
+        """A mosquitto_sub line gives the arrival in ns, the engine's stamp and the seq range."""
+        line = (b'lapcast/v1/sessions/s/events 1795739458.042150988 published_at_ns:17957394580'
+                b'00000000 {"type":"Batch","events":[{"seq":7,"car":"a b"},{"seq":9}]}\n')
+        topic, received, stamp, payload = parse_line(line)
+        assert topic == "lapcast/v1/sessions/s/events"
+        assert received == 1795739458_042150988
+        assert stamp == 1795739458_000000000
+        assert seq_range(payload) == (7, 9)
+        _, _, no_stamp, single = parse_line(b"t 1.5  {\"type\":\"LapCompleted\",\"seq\":3}\n")
+        assert no_stamp is None and seq_range(single) == (3, 3)
 
     def test_latency_percentiles(self) -> None:
         """p50, p99 and max in milliseconds; empty input gives none."""

@@ -170,7 +170,8 @@ def print_report(report: StressReport, console: Console) -> None:
     console.print(
         f"Peak memory: engine {_mb(e.peak_rss_mb)}, mosquitto {_mb(report.broker_peak_rss_mb)}"
         f", " + ", ".join(f"{c.name} {_mb(c.peak_rss_mb)}" for c in report.consumers)
-        + f"; engine CPU {e.cpu_s or 0:.1f} s, probe CPU {report.probe_cpu_s:.1f} s"
+        + f"; CPU: engine {e.cpu_s or 0:.1f} s, probe {report.probe_cpu_s:.1f} s, "
+        f"recorder {report.recorder_cpu_s:.1f} s"
     )
     console.print(
         f"Journal: {report.journal_events:,} events, "

@@ -43,12 +43,14 @@ class Child:
     """One child process, its output in ``log``, reaped with its resource usage."""
 
     def __init__(self, name: str, argv: list[str], log: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, *, errors: Path | None = None) -> None:
+        """Output (and errors, unless ``errors`` names another file) go to ``log``."""
         self.name = name
         self.argv = argv
         self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+        with log.open("ab") as out, (errors or log).open("ab") as err:
+            self.proc = subprocess.Popen(argv, stdout=out,
+                                         stderr=err if errors else subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          env=env)
         self.pid = self.proc.pid

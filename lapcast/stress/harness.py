@@ -42,7 +42,13 @@ from consumers.folding import fold_all
 from consumers.registry import BUILTIN, load_consumer
 from lapcast.mosquitto import MosquittoProcess
 from lapcast.stress.children import Child, vm_hwm_mb
-from lapcast.stress.probe import EventsTrace, Probe
+from lapcast.stress.probe import Probe
+from lapcast.stress.recorder import (
+    EventsRecorder,
+    EventsTrace,
+    client_options,
+    mosquitto_env,
+)
 from lapcast.stress.report import (
     ConsumerFigures,
     EngineFigures,
@@ -138,6 +144,9 @@ class _Run:
         self.journal_path = workdir / "journal.jsonl"
         self.broker_proc: MosquittoProcess | None = None
         self.probe: Probe | None = None
+        self.recorder: EventsRecorder | None = None
+        self.events = EventsTrace()  # read from the recording once the run is over
+        self._rates: list[tuple[float, int]] = []  # (monotonic, newest seq) for progress
         self.consumers: dict[str, Child] = {}
         self.engine: Child | None = None
         self.errors: list[str] = []
@@ -151,10 +160,14 @@ class _Run:
         total, session_ms, generate_s = self._generate()
         broker = self._broker()
         env = _child_env(broker)
+        client_env = mosquitto_env(broker, self.dir / "mosquitto-clients")
         pub_topic = topics.events(f"{self.session_id}-mosquitto-pub")
+        self.recorder = EventsRecorder(broker, topics.events(self.session_id),
+                                       self.dir / "events.rec", env=client_env,
+                                       client_id=f"lapcast-stress-rec-{self.session_id}")
+        self.recorder.wait_subscribed()
         self.probe = Probe(host=broker.host, port=broker.port, session_id=self.session_id,
-                           consumers=list(s.consumers),
-                           broker=broker)
+                           consumers=list(s.consumers), broker=broker)
         self.probe.start()
         self._start_consumers(broker, env)
         speed = None if s.rate is None else s.rate * (session_ms / 1000) / total
@@ -169,7 +182,10 @@ class _Run:
             self.errors.append(f"engine exited with {engine_usage.returncode}: "
                                f"{self.engine.tail(500)}")
         time.sleep(0.3)  # the consumers' last health and state reach the probe
-        pub = self._mosquitto_pub(broker, pub_topic, total) if s.pub_messages else None
+        self.recorder.stop()
+        self.events = self.recorder.trace()
+        pub = (self._mosquitto_pub(broker, pub_topic, total, client_env)
+               if s.pub_messages else None)
         broker_peak = (vm_hwm_mb(self.broker_proc.proc.pid)
                        if self.broker_proc and self.broker_proc.proc else None)
         self._on_phase("checking", total)
@@ -180,7 +196,7 @@ class _Run:
         engine_figures.cpu_s = round(engine_usage.cpu_s, 2)
         all_latencies: list[int] = []
         for name in s.consumers:
-            all_latencies.extend(event_latencies(self.probe.events, self.probe.consumers[name],
+            all_latencies.extend(event_latencies(self.events, self.probe.consumers[name],
                                                  total))
         report = StressReport(
             spec=s.spec.text(), session_id=self.session_id, events=total,
@@ -191,6 +207,7 @@ class _Run:
             journal_events=journal_events, journal_matches_log=journal_ok,
             broker_peak_rss_mb=None if broker_peak is None else round(broker_peak, 1),
             mosquitto_pub=pub, probe_cpu_s=round(probe_cpu, 2),
+            recorder_cpu_s=round(self.recorder.cpu_s, 2),
             wall_s=round(time.monotonic() - self.started, 1),
             timed_out=timed_out, errors=self.errors,
         )
@@ -255,8 +272,8 @@ class _Run:
 
     def _follow(self, total: int) -> bool:
         """Until every consumer has folded the last event; True if it timed out."""
-        probe, engine = self.probe, self.engine
-        assert probe is not None and engine is not None
+        probe, engine, recorder = self.probe, self.engine, self.recorder
+        assert probe is not None and engine is not None and recorder is not None
         deadline = time.monotonic() + self.s.timeout_s
         while True:
             time.sleep(_TICK_S)
@@ -264,7 +281,7 @@ class _Run:
             states = [trace.seq for trace in probe.consumers.values()]
             if all(seq >= total for seq in states):
                 return False
-            if not engine.running and probe.events.max_seq < total:
+            if not engine.running and recorder.poll()[1] < total:
                 self.errors.append(f"engine exited early: {engine.tail(500)}")
                 return False
             for name, child in self.consumers.items():
@@ -275,16 +292,13 @@ class _Run:
                 self.errors.append(f"not done within --timeout {self.s.timeout_s:g} s")
                 return True
 
-    def _mosquitto_pub(self, broker: BrokerSettings, topic: str, total: int) -> PubFigures | None:
+    def _mosquitto_pub(self, broker: BrokerSettings, topic: str, total: int,
+                       env: dict[str, str]) -> PubFigures | None:
         """The same field's events, one per message, by Mosquitto's own C client, counted
         on arrival by ``mosquitto_sub`` (C too, so the count is not the probe's limit)."""
         pub_bin, sub_bin = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
         if pub_bin is None or sub_bin is None:
             self.errors.append("mosquitto_pub/mosquitto_sub not found: no baseline measured")
-            return None
-        if broker.username or broker.tls:
-            # Its password would show on its command line: compare on a private broker.
-            log.warning("mosquitto_pub baseline skipped on a broker with credentials or TLS")
             return None
         self._on_phase("mosquitto_pub", total)
         lines_path = self.dir / "mosquitto_pub.jsonl"
@@ -298,12 +312,12 @@ class _Run:
                 count += 1
         if count == 0:
             return None
-        where = ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"]
+        where = [*client_options(broker), "-q", "1"]
         ready = f"{topic}/ready"
         sub = subprocess.Popen(
             [sub_bin, *where, "-t", topic, "-t", ready, "-F", "%t %U",
              "-i", f"lapcast-stress-sub-{self.session_id}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
         )
         lines: queue.Queue[bytes] = queue.Queue()
         assert sub.stdout is not None
@@ -314,7 +328,7 @@ class _Run:
             # Subscribed once a message on the ready topic comes back (sent until it does).
             for _ in range(100):
                 subprocess.run([pub_bin, *where, "-t", ready, "-m", "1"], check=True,
-                               timeout=30, capture_output=True)
+                               timeout=30, capture_output=True, env=env)
                 try:
                     if lines.get(timeout=0.2).startswith(ready.encode()):
                         break
@@ -327,7 +341,8 @@ class _Run:
                     "-i", f"lapcast-stress-pub-{self.session_id}"]
             started = time.perf_counter()
             with open(lines_path, "rb") as stdin:
-                done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=300)
+                done = subprocess.run(argv, stdin=stdin, capture_output=True, timeout=300,
+                                      env=env)
             wall = time.perf_counter() - started
             if done.returncode != 0:
                 self.errors.append(f"mosquitto_pub exited with {done.returncode}: "
@@ -369,14 +384,14 @@ class _Run:
 
     def _consumer_figures(self, total: int, journal_events: int,
                           usages: dict[str, Any]) -> list[ConsumerFigures]:
-        probe = self.probe
+        probe, trace_events = self.probe, self.events
         assert probe is not None
         folded: dict[str, Any] = {}
         if journal_events:
             folders = fold_all([load_consumer(n) for n in self.s.consumers],
                                load_source(str(self.journal_path)).events())
             folded = {f.consumer.name: f.view() for f in folders}
-        last_published = max(probe.events.published_ns, default=0)
+        last_published = max(trace_events.published_ns, default=0)
         out = []
         for name in self.s.consumers:
             trace = probe.consumers[name]
@@ -388,7 +403,7 @@ class _Run:
                     msgspec.to_builtins(folded[name])))
                 matches = msgspec.json.decode(trace.last_state).get("state") == expected
             caught_up = next((recv for seq, recv, _ in trace.states if seq >= total), None)
-            first_pub = probe.events.published_ns[0] if probe.events.messages else None
+            first_pub = trace_events.published_ns[0] if trace_events.messages else None
             usage = usages.get(name)
             out.append(ConsumerFigures(
                 name=name, applied=applied, last_seq=int(health.get("last_seq") or 0),
@@ -396,13 +411,13 @@ class _Run:
                 double_counted=max(0, applied - journal_events),
                 state_matches_journal_fold=matches,
                 duplicates_ignored=int(health.get("duplicates") or 0),
-                max_behind_events=max_behind(probe.events, trace),
+                max_behind_events=max_behind(trace_events, trace),
                 caught_up_after_ms=(None if caught_up is None or not last_published
                                     else round((caught_up - last_published) / 1e6, 1)),
                 events_per_s=(None if caught_up is None or first_pub is None
                               else rate(applied, first_pub, caught_up)),
                 state_messages=len(trace.states),
-                latency=Latency.of(event_latencies(probe.events, trace, total)),
+                latency=Latency.of(event_latencies(trace_events, trace, total)),
                 peak_rss_mb=None if usage is None else round(usage.peak_rss_mb, 1),
                 cpu_s=None if usage is None else round(usage.cpu_s, 2),
                 dead_letters=int(health.get("dead_letters") or 0),
@@ -410,8 +425,7 @@ class _Run:
         return out
 
     def _engine_figures(self, total: int) -> EngineFigures:
-        assert self.probe is not None
-        trace: EventsTrace = self.probe.events
+        trace = self.events
         seen = trace.seen[1:total + 1]
         distinct = total - seen.count(0) if seen else 0
         redelivered = sum(n - 1 for n in seen if n > 1)
@@ -426,39 +440,41 @@ class _Run:
     # --- progress and cleanup ------------------------------------------------------------------
 
     def _on_phase(self, phase: str, total: int) -> None:
-        probe = self.probe
+        probe, recorder = self.probe, self.recorder
         consumers: dict[str, dict[str, Any]] = {}
-        received = rate_1s = 0.0
+        received, rate_1s = 0, 0.0
+        if recorder is not None and phase == "running":
+            _, received = recorder.poll()
+            now = time.monotonic()
+            self._rates.append((now, received))
+            while len(self._rates) > 2 and now - self._rates[0][0] > 1.0:
+                self._rates.pop(0)
+            then, seq_then = self._rates[0]
+            rate_1s = (received - seq_then) / (now - then) if now > then else 0.0
         if probe is not None:
-            trace = probe.events
-            received = trace.max_seq
-            now = time.time_ns()
             with probe.lock:
-                recent = 0
-                for i in range(trace.messages - 1, -1, -1):
-                    if now - trace.received_ns[i] > 1_000_000_000:
-                        break
-                    recent += trace.last_seq[i] - trace.first_seq[i] + 1
-                rate_1s = float(recent)
                 for name, ctrace in probe.consumers.items():
                     last = ctrace.states[-1] if ctrace.states else None
                     child = self.consumers.get(name)
                     consumers[name] = {
                         "seq": ctrace.seq,
                         "state": ctrace.health.get("state", "?"),
-                        "lag_events": max(0, trace.max_seq - ctrace.seq),
+                        "lag_events": max(0, received - ctrace.seq),
                         "last_latency_ms": (None if last is None or not last[2]
                                             else round((last[1] - last[2]) / 1e6, 1)),
                         "rss_mb": None if child is None else child.peak_so_far_mb(),
                     }
         self.on_progress(Progress(phase=phase, elapsed_s=time.monotonic() - self.started,
-                                  total=total, received=int(received), rate_1s=rate_1s,
+                                  total=total, received=received, rate_1s=rate_1s,
                                   consumers=consumers))
 
     def cleanup(self) -> None:
         for child in [*self.consumers.values(), *([self.engine] if self.engine else [])]:
             with contextlib.suppress(Exception):
                 child.stop(timeout=5)
+        if self.recorder is not None:
+            with contextlib.suppress(Exception):
+                self.recorder.stop()
         if self.probe is not None:
             with contextlib.suppress(Exception):
                 self.probe.stop()

@@ -1,47 +1,28 @@
-"""The stress test's ears: one MQTT v5 subscriber recording what it hears, and when.
+"""The stress test's ears for the consumers: one MQTT v5 subscriber, arrival times.
 
 It runs paho's network thread (not an asyncio loop shared with anything else) and
-stamps every message with ``time.time_ns()`` on arrival, the clock the engine stamps
-``published_at_ns`` with (same machine). It decodes only the envelope it needs:
-``(epoch, seq)`` of the events in an events message, ``(epoch, seq, published_at_ns)``
-of a state document, the health documents whole (they are small).
+stamps every state message with ``time.time_ns()`` on arrival, the clock the engine
+stamps ``published_at_ns`` with (same machine). It decodes only the stamp of a state
+document (``epoch``, ``seq``, ``published_at_ns``) and the health documents whole
+(they are small). The events themselves are recorded by ``recorder``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from array import array
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from simulator import topics
 from simulator.connection import BrokerSettings
 
-__all__ = ["PUBLISHED_AT", "ConsumerTrace", "EventsTrace", "Probe"]
-
-PUBLISHED_AT: Final = "published_at_ns"
-
-
-class _Envelope(msgspec.Struct):
-    epoch: int = 1
-    seq: int = 0
-
-
-class _EventsMessage(msgspec.Struct):
-    """An event or a ``Batch``: msgspec skips every other field."""
-
-    type: str = ""
-    epoch: int = 1
-    seq: int = 0
-    events: list[_Envelope] = []
-
+__all__ = ["ConsumerTrace", "Probe"]
 
 class _StateStamp(msgspec.Struct):
     epoch: int = 0
@@ -49,41 +30,7 @@ class _StateStamp(msgspec.Struct):
     published_at_ns: int = 0
 
 
-_json_events: Final = msgspec.json.Decoder(_EventsMessage)
-_msgpack_events: Final = msgspec.msgpack.Decoder(_EventsMessage)
 _json_stamp: Final = msgspec.json.Decoder(_StateStamp)
-
-
-@dataclass
-class EventsTrace:
-    """Every events message of one topic: its seq range, publish stamp, arrival time."""
-
-    first_seq: array[int] = field(default_factory=lambda: array("q"))
-    last_seq: array[int] = field(default_factory=lambda: array("q"))
-    published_ns: array[int] = field(default_factory=lambda: array("q"))
-    received_ns: array[int] = field(default_factory=lambda: array("q"))
-    # Deliveries per seq (epoch 1): 0 lost, 2+ delivered again (QoS 1 redelivery).
-    seen: bytearray = field(default_factory=bytearray)
-    events: int = 0  # events received, duplicates included
-    max_seq: int = 0
-
-    def add(self, first: int, last: int, published: int, received: int) -> None:
-        self.first_seq.append(first)
-        self.last_seq.append(last)
-        self.published_ns.append(published)
-        self.received_ns.append(received)
-        if len(self.seen) <= last:
-            self.seen.extend(bytes(max(last + 1 - len(self.seen), len(self.seen))))
-        seen = self.seen
-        for seq in range(first, last + 1):
-            if seen[seq] < 255:
-                seen[seq] += 1
-        self.events += last - first + 1
-        self.max_seq = max(self.max_seq, last)
-
-    @property
-    def messages(self) -> int:
-        return len(self.first_seq)
 
 
 @dataclass
@@ -101,14 +48,12 @@ class ConsumerTrace:
 
 
 class Probe:
-    """Subscribes to a session's events, states, healths and engine status."""
+    """Subscribes to a session's consumer states, their healths and the engine status."""
 
     def __init__(self, *, host: str, port: int, session_id: str, consumers: list[str],
                  broker: BrokerSettings | None = None) -> None:
         self.session_id = session_id
-        self.events_topic = topics.events(session_id)
         self.status_topic = topics.status(session_id)
-        self.events = EventsTrace()
         self.consumers = {name: ConsumerTrace(name) for name in consumers}
         self._state_topics = {topics.state(session_id, n): n for n in consumers}
         self._health_topics = {topics.consumer_status(session_id, n): n for n in consumers}
@@ -133,7 +78,7 @@ class Probe:
         self._client.connect(self._host, self._port, keepalive=30)
         self._client.loop_start()
         qos1 = SubscribeOptions(qos=1)
-        wanted = [(self.events_topic, qos1), (self.status_topic, qos1)]
+        wanted = [(self.status_topic, qos1)]
         wanted += [(t, qos1) for t in self._state_topics]
         wanted += [(t, qos1) for t in self._health_topics]
         self._client.subscribe(wanted)
@@ -153,9 +98,7 @@ class Probe:
         now = time.time_ns()
         topic = msg.topic
         try:
-            if topic == self.events_topic:
-                self._on_events(self.events, msg, now)
-            elif topic in self._state_topics:
+            if topic in self._state_topics:
                 self._on_state(self.consumers[self._state_topics[topic]], msg, now)
             elif topic in self._health_topics:
                 self._on_health(self.consumers[self._health_topics[topic]], bytes(msg.payload))
@@ -163,21 +106,6 @@ class Probe:
                 self.engine_status = msgspec.json.decode(msg.payload)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
-
-    def _on_events(self, trace: EventsTrace, msg: paho.MQTTMessage, now: int) -> None:
-        if msg.retain:
-            return
-        payload = msg.payload
-        stripped = payload.lstrip()[:1]
-        decoded = (_json_events if stripped == b"{" else _msgpack_events).decode(payload)
-        if decoded.events:
-            first, last = decoded.events[0].seq, decoded.events[-1].seq
-        else:
-            first = last = decoded.seq
-        if first < 1:
-            raise msgspec.ValidationError("an events message without a seq")
-        with self.lock:
-            trace.add(first, last, _published_at(msg.properties) or now, now)
 
     def _on_state(self, trace: ConsumerTrace, msg: paho.MQTTMessage, now: int) -> None:
         if msg.retain or not msg.payload:
@@ -195,13 +123,3 @@ class Probe:
             return
         with self.lock:
             trace.health = doc
-
-
-def _published_at(props: Properties | None) -> int | None:
-    for key, value in getattr(props, "UserProperty", None) or ():
-        if key == PUBLISHED_AT:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

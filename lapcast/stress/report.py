@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lapcast.stress.probe import ConsumerTrace, EventsTrace
+from lapcast.stress.probe import ConsumerTrace
+from lapcast.stress.recorder import EventsTrace
 
 __all__ = [
     "ConsumerFigures",
@@ -113,7 +114,8 @@ class StressReport:
     journal_matches_log: bool
     broker_peak_rss_mb: float | None
     mosquitto_pub: PubFigures | None
-    probe_cpu_s: float  # this process while the engine ran (the probe, mostly)
+    probe_cpu_s: float  # this process while the engine ran (the state probe, mostly)
+    recorder_cpu_s: float  # mosquitto_sub recording the events
     wall_s: float
     timed_out: bool = False
     errors: list[str] = field(default_factory=list)
