@@ -261,21 +261,14 @@ class ConsumerRunner:
             self._wake.set()
             self._dirty.set()
             try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [
-                        group.create_task(self._receive(client)),
-                        group.create_task(self._catchup_loop()),
-                        group.create_task(self._publish_loop(client)),
-                        group.create_task(self._dead_letter_loop(client)),
-                        group.create_task(self._every(self.settings.health_ms, self._dirty.set)),
-                        group.create_task(self._every(self.settings.checkpoint_ms,
-                                                      self._save_checkpoint)),
-                    ]
-                    await self._stop.wait()
-                    for task in tasks:
-                        task.cancel()
-            except BaseExceptionGroup as group_error:
-                raise _first_error(group_error) from None
+                await _run_until(self._stop, [
+                    self._receive(client),
+                    self._catchup_loop(),
+                    self._publish_loop(client),
+                    self._dead_letter_loop(client),
+                    self._every(self.settings.health_ms, self._dirty.set),
+                    self._every(self.settings.checkpoint_ms, self._save_checkpoint),
+                ])
             finally:
                 self._mqtt_catchup = None
             # A clean stop: the last state and a health saying "stopped", still connected.
@@ -642,11 +635,28 @@ def _published_at(message: aiomqtt.Message) -> int | None:
     return None
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that ended a task group (not the cancellations it caused)."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return group
+async def _run_until(stop: asyncio.Event, coroutines: list[Any]) -> None:
+    """Run the loops of one connection until ``stop`` is set or one of them fails.
+
+    Not an ``asyncio.TaskGroup``: aiomqtt waits for acknowledgements with
+    ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that
+    races with its result; a loop that lost its cancellation would then keep a
+    task group (and the whole process) waiting forever. So cancellation is
+    repeated until every task has ended. The first failure, if any, is raised.
+    """
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        everything = [*tasks, stopper]
+        while pending := [task for task in everything if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.05)
+    errors = [task.exception() for task in tasks if not task.cancelled()]
+    failures = [exc for exc in errors if exc is not None]
+    if failures:
+        # A refusal (BrokerError) says more than the disconnection it caused.
+        failures.sort(key=lambda exc: not isinstance(exc, LapcastError))
+        raise failures[0]
