@@ -17,6 +17,7 @@ import pytest
 
 from lapcast.mosquitto import MosquittoProcess
 from simulator.contract import (
+    CarRetired,
     ChequeredFlag,
     Event,
     Flag,
@@ -215,6 +216,21 @@ class TestShape:
         assert all(x.synthesized for x in laps)
         assert not any(x.valid for x in laps if x.lap == 1)  # timed from the start line
 
+    def test_no_retirements_keeps_the_rest_of_the_field(self) -> None:
+        """retirements=0: nobody retires, and cars that finished anyway drive the same laps."""
+        spec = SynthSpec(cars=60, laps=150, seed=6)
+        _, laps, others = _laps(events(spec))
+        _, steady, steady_others = _laps(events(SynthSpec(cars=60, laps=150, seed=6,
+                                                          retirements=0)))
+        retired = {e.car for e in others if isinstance(e, CarRetired)}
+        assert retired and not any(isinstance(e, CarRetired) for e in steady_others)
+        by_car, steady_by_car = _by_car(laps), _by_car(steady)
+        assert len(steady_by_car) == 60
+        for car, car_laps in by_car.items():
+            if car not in retired:
+                assert [(x.lap, x.lap_time_ms) for x in car_laps] == [
+                    (x.lap, x.lap_time_ms) for x in steady_by_car[car]][:len(car_laps)]
+
     def test_qualifying_runs_stop_at_the_flag_and_the_budget(self) -> None:
         """Cars do out-lap, flying laps, in-lap runs within their budget and stop after the flag."""
         started, laps, others = _laps(events(SynthSpec(cars=60, laps=12, seed=5,
@@ -260,7 +276,7 @@ class TestSpec:
     def test_spec_text_round_trips(self) -> None:
         """A spec's text parses back to the same spec."""
         spec = SynthSpec(cars=1000, laps=50, seed=7, classes=("HYPERCAR", "LMGT3"),
-                         session="qualifying", fcy=2, sc=0)
+                         session="qualifying", fcy=2, sc=0, retirements=0.5)
         assert parse_spec(spec.text()) == spec
         assert parse_spec("synth") == SynthSpec()
 

@@ -137,7 +137,10 @@ class Field:
         rng = random.Random(seed + "/setup")
         pace = model.base_ms + rng.gauss(0.0, model.car_sd_ms)
         drivers = tuple(rng.gauss(0.0, model.driver_sd_ms) for _ in range(model.drivers))
-        retire = rng.expovariate(model.retire_per_hour) * _HOUR_MS if self.race else math.inf
+        # Drawn whatever the factor, so that the rest of the field stays the same.
+        draw = rng.expovariate(model.retire_per_hour) * _HOUR_MS
+        factor = self.spec.retirements
+        retire = draw / factor if self.race and factor > 0 else math.inf
         return _Car(index=index, number=str(index + 1), model=model, pace_ms=pace,
                     driver_offsets=drivers, retire_ms=retire,
                     retire_in_pit=rng.random() < 0.5, seed=seed)

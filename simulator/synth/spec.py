@@ -36,7 +36,10 @@ class SynthSpec:
     """A synthetic session. ``laps``: race distance, or each car's budget in qualifying.
 
     ``fcy`` and ``sc`` fix the number of full-course yellows and safety cars (None:
-    drawn from the fitted rates over the expected length of the race).
+    drawn from the fitted rates over the expected length of the race). ``retirements``
+    scales the fitted retirement rate: 0 keeps every car running to the flag (a field
+    whose event rate stays steady, for stress tests); the rest of the field is the
+    same whatever it is.
     """
 
     cars: int = 36
@@ -46,6 +49,7 @@ class SynthSpec:
     session: SessionMode = "race"
     fcy: int | None = None
     sc: int | None = None
+    retirements: float = 1.0
 
     def __post_init__(self) -> None:
         where = self.text()
@@ -65,6 +69,8 @@ class SynthSpec:
         if self.session not in ("race", "qualifying"):
             raise SourceError(where, f"session must be race or qualifying, not "
                               f"{self.session!r}")
+        if not self.retirements >= 0:
+            raise SourceError(where, f"retirements must be 0 or more, not {self.retirements}")
         for name in ("fcy", "sc"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -78,6 +84,8 @@ class SynthSpec:
             parts.append(f"fcy={self.fcy}")
         if self.sc is not None:
             parts.append(f"sc={self.sc}")
+        if self.retirements != 1.0:
+            parts.append(f"retirements={self.retirements:g}")
         return "synth:" + ",".join(parts)
 
     def session_id(self) -> str:
@@ -112,6 +120,12 @@ def parse_spec(spec: str) -> SynthSpec:
                 except ValueError:
                     raise SourceError(spec, f"{key} must be an integer, not {value!r}",
                                       line=1, column=column + len(key) + 1) from None
+            elif key == "retirements":
+                try:
+                    values[key] = float(value)
+                except ValueError:
+                    raise SourceError(spec, f"{key} must be a number, not {value!r}",
+                                      line=1, column=column + len(key) + 1) from None
             elif key == "classes":
                 values[key] = tuple(c.strip().upper() for c in value.split(":") if c.strip())
             else:
@@ -122,7 +136,7 @@ def parse_spec(spec: str) -> SynthSpec:
 
 def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | None = None,
                       title: str = "synthetic field") -> None:
-    """``--cars --classes --laps --seed --session --fcy --sc``, shared by every command."""
+    """``--cars --classes --laps --seed --session --fcy --sc --retirements``, shared."""
     d = defaults or SynthSpec()
     group = parser.add_argument_group(title)
     group.add_argument("--cars", type=int, default=d.cars, help=f"cars in the field ({d.cars})")
@@ -138,13 +152,17 @@ def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | 
                        help="full-course yellows (default: drawn from the fitted rate)")
     group.add_argument("--sc", type=int, default=None, metavar="N",
                        help="safety-car periods (default: drawn from the fitted rate)")
+    group.add_argument("--retirements", type=float, default=d.retirements, metavar="F",
+                       help="times the fitted retirement rate (1; 0: every car runs to the "
+                            "flag, the event rate stays steady)")
 
 
 def spec_from_options(args: argparse.Namespace) -> SynthSpec:
     """The ``SynthSpec`` that ``add_synth_options``' options describe."""
     classes = tuple(c.strip().upper() for c in str(args.classes).split(":") if c.strip())
     return SynthSpec(cars=args.cars, classes=classes, laps=args.laps, seed=args.seed,
-                     session=args.session, fcy=args.fcy, sc=args.sc)
+                     session=args.session, fcy=args.fcy, sc=args.sc,
+                     retirements=args.retirements)
 
 
 def source_from_options(source: str, args: argparse.Namespace) -> str:
