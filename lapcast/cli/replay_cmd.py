@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -114,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         exit_when_done=args.exit_when_done,
     )
     engine = ReplayEngine(source, settings)
+    # Pacing is to the millisecond: keep what is loaded by now out of the garbage
+    # collector's full passes, which would otherwise walk it again and again.
+    gc.collect()
+    gc.freeze()
     interactive = sys.stdin.isatty()
     progress = sys.stderr.isatty()
     try:
