@@ -41,7 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from consumers import checkpoint
+from consumers import checkpoint, paho_speedup
 from consumers.api import Consumer
 from consumers.backoff import Backoff
 from consumers.catchup_client import (
@@ -79,6 +79,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
+
+# Every incoming MQTT v5 message builds a paho Properties: make that cheap.
+paho_speedup.install()
 
 # The MQTT v5 user property the engine stamps on every events message.
 PUBLISHED_AT: Final = "published_at_ns"
@@ -238,12 +241,22 @@ class ConsumerRunner:
         connect.SessionExpiryInterval = self.settings.session_expiry_s
         will = aiomqtt.Will(topic=self.health_topic, payload=self._lost_payload(), qos=1,
                             retain=True)
+        inboxes: list[asyncio.Queue[aiomqtt.Message]] = []
+
+        def inbox(maxsize: int = 0) -> asyncio.Queue[aiomqtt.Message]:
+            # aiomqtt's queue of incoming messages, kept so that the receive loop can
+            # drain what has arrived without aiomqtt's one task per message.
+            queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(maxsize)
+            inboxes.append(queue)
+            return queue
+
         client = self.broker.client(
             identifier=self.client_id,
             clean_start=False,  # on every connect, not only the first
             properties=connect,
             will=will,
             keepalive=self.settings.keepalive_s,
+            queue_type=inbox,
         )
         async with client:
             self._backoff.reset()
@@ -262,7 +275,7 @@ class ConsumerRunner:
             self._dirty.set()
             try:
                 await _run_until(self._stop, [
-                    self._receive(client),
+                    self._receive(client, inboxes[-1]),
                     self._catchup_loop(),
                     self._publish_loop(client),
                     self._dead_letter_loop(client),
@@ -299,14 +312,19 @@ class ConsumerRunner:
 
     # --- receiving -----------------------------------------------------------------
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: aiomqtt.Client,
+                       inbox: asyncio.Queue[aiomqtt.Message]) -> None:
         handled = 0
+        # The iterator waits for a message and notices a disconnection; what has
+        # arrived meanwhile is taken straight from the queue.
         async for message in client.messages:
             self._handle(message)
-            handled += 1
-            # A queue that never empties must not starve publishing and catch-up.
-            if handled % 256 == 0:
-                await asyncio.sleep(0)
+            while not inbox.empty():
+                self._handle(inbox.get_nowait())
+                handled += 1
+                # A queue that never empties must not starve publishing and catch-up.
+                if handled % 256 == 0:
+                    await asyncio.sleep(0)
 
     def _handle(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value

@@ -85,3 +85,12 @@ class TestReplies:
         """The secure profile's ACL gives each consumer user catchup/reply/NAME/#."""
         assert reply_topic("s1", "running-order", "c-1") == (
             "lapcast/v1/sessions/s1/catchup/reply/running-order/c-1")
+
+
+class TestPahoSpeedup:
+    def test_shared_tables_build_the_same_properties(self) -> None:
+        """With the shared tables installed, Properties pack exactly as paho's own."""
+        from consumers import paho_speedup
+
+        assert paho_speedup.install()
+        assert paho_speedup.matches_paho()
