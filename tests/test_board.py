@@ -253,6 +253,16 @@ class TestRenderBoard:
         assert "#85  1:58.692  Sarah Bovy" in text
         assert "#7 1:46.300 deleted at 0:09:21.250" in text
 
+    def test_class_without_a_time_yet(self) -> None:
+        """A class whose cars have set no valid lap says so in the poles panel."""
+        store = full_store()
+        empty = {**POLES, "LMP2": {"car": None, "driver": None, "lap": None,
+                                   "lap_time_ms": None, "cars": [], "history": []}}
+        store.offer(topic("state/class-poles"), stamped("class-poles", empty, seq=61))
+        text = text_of(store.snapshot(), width=110)  # stacked: the panel's lines alone
+        assert "no time yet" in line_of(text, "│ LMP2")
+        assert "#23" not in line_of(text, "│ LMP2")
+
     def test_championship_with_its_clinch_line(self) -> None:
         """The championship panel lists the standings and the clinch and what-if lines."""
         text = text_of(full_store().snapshot())

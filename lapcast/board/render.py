@@ -334,11 +334,14 @@ def _poles_panel(snap: BoardSnapshot, poles: dict[str, ClassPole]) -> Renderable
     table.add_column("driver", no_wrap=True, overflow="ellipsis", ratio=1)
     for car_class in _class_order(snap, poles):
         pole = poles.get(car_class)
-        if pole is None or pole.car is None:
+        if pole is None:
+            continue
+        name = Text(car_class, style=_CLASS_STYLES.get(car_class.upper(), "bold"))
+        if pole.car is None:
+            table.add_row(name, "", Text("no time yet", style="dim"), "")
             continue
         lap = f" lap {pole.lap}" if pole.lap is not None else ""
-        table.add_row(Text(car_class, style=_CLASS_STYLES.get(car_class.upper(), "bold")),
-                      Text(f"#{pole.car}", style="bold"),
+        table.add_row(name, Text(f"#{pole.car}", style="bold"),
                       Text(format_ms(pole.lap_time_ms), style=MARKER_STYLES["class-best"]),
                       f"{pole.driver or ''}{lap}")
         for line in _corrections(pole.history)[-2:]:
