@@ -28,7 +28,8 @@ from simulator.synth import SynthSpec, add_synth_options, spec_from_options
 
 __all__ = ["register"]
 
-DEFAULT_FIELD = SynthSpec(cars=1000, laps=100, seed=1)
+# A Le Mans-sized field that stays whole (no retirements): a steady event rate.
+DEFAULT_FIELD = SynthSpec(cars=60, laps=1000, seed=1, retirements=0)
 
 
 def _rate(text: str) -> float | None:
@@ -54,8 +55,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "(default 20000), or max")
     parser.add_argument("--batch", type=int, default=64, metavar="N",
                         help="engine: up to N events per message (default 64)")
-    parser.add_argument("--window", type=int, default=64, metavar="N",
-                        help="engine and mosquitto_pub: QoS 1 messages in flight (default 64)")
+    parser.add_argument("--window", type=int, default=1, metavar="N",
+                        help="engine: QoS 1 messages in flight (default 1: it waits for each "
+                             "acknowledgement and batches what fell due meanwhile, so a paced "
+                             "run sends full batches; 64 gives the most at --rate max). "
+                             "mosquitto_pub always gets 64")
     parser.add_argument("--publish-ms", type=int, default=20, metavar="N",
                         help="consumers: publish the state at most every N ms (default 20)")
     parser.add_argument("--consumers", default=",".join(BUILTIN), metavar="A,B",
@@ -71,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_broker_options(parser)
     # No broker given: a private Mosquitto on a free port.
     parser.set_defaults(broker=None, handler=run)
+    for action in parser._actions:
+        if action.dest == "broker":
+            action.help = ("mqtt://HOST:PORT or mqtts://HOST:PORT (default: a private "
+                           "Mosquitto from broker-config/dev.conf on a free port)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -80,6 +80,9 @@ log = structlog.get_logger()
 # A 10,000-car SessionStarted is ~1.5 MB; the consumers' default refuses over 1 MiB.
 MAX_PAYLOAD_BYTES: Final = 16 * 1024 * 1024
 _TICK_S: Final = 0.25
+# mosquitto_pub's in-flight window: its best (the engine's default window), whatever
+# window the engine is given.
+PUB_WINDOW: Final = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +91,7 @@ class StressSettings:
     rate: float | None = 20_000.0  # events/s the engine aims at; None: max
     batch: int = 64
     publish_ms: int = 20  # the consumers' coalescing interval
-    window: int = 64
+    window: int = 1  # the engine's; see lapcast stress --help
     broker: BrokerSettings | None = None  # None: a private Mosquitto
     consumers: tuple[str, ...] = BUILTIN
     workdir: Path | None = None  # None: a temporary folder, removed unless keep
@@ -337,7 +340,7 @@ class _Run:
             else:
                 self.errors.append("mosquitto_sub never subscribed: no baseline measured")
                 return None
-            argv = [pub_bin, *where, "-M", str(self.s.window), "-t", topic, "-l",
+            argv = [pub_bin, *where, "-M", str(PUB_WINDOW), "-t", topic, "-l",
                     "-i", f"lapcast-stress-pub-{self.session_id}"]
             started = time.perf_counter()
             with open(lines_path, "rb") as stdin:

@@ -153,8 +153,8 @@ def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | 
     group.add_argument("--sc", type=int, default=None, metavar="N",
                        help="safety-car periods (default: drawn from the fitted rate)")
     group.add_argument("--retirements", type=float, default=d.retirements, metavar="F",
-                       help="times the fitted retirement rate (1; 0: every car runs to the "
-                            "flag, the event rate stays steady)")
+                       help=f"times the fitted retirement rate ({d.retirements:g}; 0: every "
+                            "car runs to the flag, the event rate stays steady)")
 
 
 def spec_from_options(args: argparse.Namespace) -> SynthSpec:
