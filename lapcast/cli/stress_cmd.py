@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_report(report, Console())
-    if not report.ok and args.workdir is None:
-        err.print("[red]the run's files are kept for a look: see the logs beside the journal")
+    if not report.ok and report.workdir:
+        err.print(f"[red]the run's files (field, journal, logs) are kept in {report.workdir}")
     return 0 if report.ok else 1
 
 

@@ -129,11 +129,14 @@ def run_stress(settings: StressSettings, *,
     workdir.mkdir(parents=True, exist_ok=True)
     run = _Run(settings, workdir, on_progress or (lambda _: None))
     try:
-        return run.execute()
+        report = run.execute()
     finally:
         run.cleanup()
         if settings.workdir is None and not settings.keep and not run.failed:
             shutil.rmtree(workdir, ignore_errors=True)
+    # Where the field, journal, logs and recordings are, if they were kept.
+    report.workdir = str(workdir) if workdir.exists() else None
+    return report
 
 
 class _Run:

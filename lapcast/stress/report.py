@@ -119,6 +119,7 @@ class StressReport:
     wall_s: float
     timed_out: bool = False
     errors: list[str] = field(default_factory=list)
+    workdir: str | None = None
 
     @property
     def lost(self) -> int:
