@@ -1,0 +1,211 @@
+"""End-to-end latency: engine publish -> first consumer state message reflecting the event.
+
+Starts a private Mosquitto, the three built-in consumers (``lapcast consume``) and
+the replay engine (``lapcast replay``) on the shared 2024 Bahrain race, and listens
+to the events (each message carries ``published_at_ns``, the engine's wall clock at
+publish) and to every consumer's state topic (stamped with the ``seq`` it reflects).
+The latency of an event for a consumer is the arrival time of the first state
+message whose ``(epoch, seq)`` reaches it, minus the event's ``published_at_ns``: it
+includes the broker hops, the fold and the coalescing wait (``--publish-ms``).
+
+Runs (``--runs``): ``--speed 100`` for ``--seconds`` of wall time (the paced case),
+and ``--speed max`` for the whole race (the burst case, which also gives each
+consumer's sustained events/s: events folded / (last state - first event)), one
+event per message and in batches (the engine's ``--batch``).
+
+    .venv/bin/python bench/latency.py [--seconds 30] [--runs 100:1,max:1,max:25]
+                                      [--publish-ms 100] [--checkpoint-events 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consumers.registry import BUILTIN  # noqa: E402
+from consumers.runner import PUBLISHED_AT  # noqa: E402
+from lapcast.mosquitto import MosquittoProcess  # noqa: E402
+from simulator import topics  # noqa: E402
+from simulator.contract import decode_message, events_of  # noqa: E402
+
+RACE = ROOT.parent / "shared" / "data" / "wec-2024-bahrain-8h-race.analysis.csv"
+
+
+@dataclass
+class Recorder:
+    """Everything the probe hears, timestamped on arrival (paho's network thread)."""
+
+    session_id: str
+    published: dict[tuple[int, int], int] = field(default_factory=dict)
+    states: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    health: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engine_status: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        now = time.time_ns()
+        topic = msg.topic
+        if topic == topics.events(self.session_id):
+            stamp = next((int(v) for k, v in getattr(msg.properties, "UserProperty", []) or []
+                          if k == PUBLISHED_AT), None)
+            if stamp is None or msg.retain:
+                return
+            with self.lock:
+                for event in events_of(decode_message(msg.payload)):
+                    self.published.setdefault((event.epoch, event.seq), stamp)
+            return
+        if not msg.payload:
+            return
+        doc = json.loads(msg.payload)
+        if topic == topics.status(self.session_id):
+            self.engine_status = doc
+        elif topic.endswith("/status") and "/consumers/" in topic:
+            self.health[doc.get("consumer", topic)] = doc
+        elif "/state/" in topic and not topic.endswith("/changes") and not msg.retain:
+            with self.lock:
+                self.states.setdefault(doc["projection"], []).append(
+                    (doc["epoch"], doc["seq"], now))
+
+
+def probe(url_port: int, session_id: str) -> tuple[paho.Client, Recorder]:
+    rec = Recorder(session_id)
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                         client_id=f"bench-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5)
+    client.on_message = rec.on_message
+    client.connect("127.0.0.1", url_port)
+    root = topics.session_root(session_id)
+    client.subscribe([(topics.events(session_id), 1), (f"{root}/state/+", 1),
+                      (f"{root}/consumers/+/status", 1), (topics.status(session_id), 1)])
+    client.loop_start()
+    return client, rec
+
+
+def latencies(rec: Recorder, projection: str) -> list[float]:
+    """Per event, ms from engine publish to the first state message reaching its seq."""
+    with rec.lock:
+        states = sorted(rec.states.get(projection, []), key=lambda s: s[2])
+        published = sorted(rec.published.items())
+    out: list[float] = []
+    i = 0
+    for (epoch, seq), sent in published:
+        while i < len(states) and (states[i][0], states[i][1]) < (epoch, seq):
+            i += 1
+        if i == len(states):
+            break
+        out.append((states[i][2] - sent) / 1e6)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def lapcast(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "lapcast", *args], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProcess,
+        work: Path) -> None:
+    session = f"bench-{speed}-{uuid.uuid4().hex[:6]}"
+    client, rec = probe(broker.port, session)
+    log = work / f"{session}.log"
+    consumers = [
+        lapcast("consume", name, "--broker", broker.url, "--session", session,
+                "--state-dir", str(work / "state"), "--publish-ms", str(args.publish_ms),
+                "--checkpoint-events", str(args.checkpoint_events),
+                "--checkpoint-ms", str(args.checkpoint_ms), log=log)
+        for name in BUILTIN
+    ]
+    wait_until(lambda: len(rec.health) == len(BUILTIN), 30, "the consumers to subscribe")
+    journal = work / f"{session}.jsonl"
+    started = time.monotonic()
+    engine = lapcast("replay", str(args.source), "--broker", broker.url, "--session-id", session,
+                     "--speed", speed, "--batch", str(batch), "--journal", str(journal),
+                     log=log)
+    try:
+        if speed == "max":
+            wait_until(lambda: rec.engine_status.get("state") == "finished", 600,
+                       "the replay to finish")
+        else:
+            time.sleep(args.seconds)
+        engine.send_signal(signal.SIGTERM)
+        engine.wait(30)
+        elapsed = time.monotonic() - started
+        last = max(rec.published) if rec.published else (1, 0)
+        wait_until(lambda: all(rec.states.get(n) and (rec.states[n][-1][0], rec.states[n][-1][1])
+                               >= last for n in BUILTIN), 60, "the consumers to catch up")
+    finally:
+        for proc in consumers:
+            proc.send_signal(signal.SIGTERM)
+        for proc in consumers:
+            proc.wait(30)
+        client.loop_stop()
+        client.disconnect()
+    events = len(rec.published)
+    print(f"\n--speed {speed} --batch {batch}: {events} events published in {elapsed:.1f} s")
+    print(f"  {'consumer':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'events/s':>10}")
+    first_sent = min(rec.published.values())
+    for name in BUILTIN:
+        lat = latencies(rec, name)
+        done = rec.states[name][-1][2]
+        rate = events / ((done - first_sent) / 1e9)
+        print(f"  {name:<14} {statistics.median(lat):8.1f} {pct(lat, 99):8.1f} "
+              f"{max(lat):8.1f} {rate:10.0f}" + ("" if speed == "max" else "  (paced)"))
+    if any(h.get("dead_letters") for h in rec.health.values()):
+        print("  dead letters:", {n: h.get("dead_letters") for n, h in rec.health.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, default=RACE)
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="wall seconds of the --speed 100 run (default 30)")
+    parser.add_argument("--runs", default="100:1,max:1,max:25", metavar="SPEED:BATCH,...",
+                        help="replays to measure: engine --speed and --batch "
+                             "(default 100:1,max:1,max:25)")
+    parser.add_argument("--publish-ms", type=int, default=100,
+                        help="consumers' coalescing interval N (default 100)")
+    parser.add_argument("--checkpoint-events", type=int, default=1000)
+    parser.add_argument("--checkpoint-ms", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"settings: consumers --publish-ms {args.publish_ms} "
+          f"--checkpoint-events {args.checkpoint_events} --checkpoint-ms "
+          f"{args.checkpoint_ms}; source {args.source.name}; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="lapcast-bench-") as tmp:
+        work = Path(tmp)
+        with MosquittoProcess(config="dev.conf", workdir=work / "broker") as broker:
+            for spec in args.runs.split(","):
+                speed, _, batch = spec.partition(":")
+                run(speed, int(batch or 1), args, broker, work)
+
+
+if __name__ == "__main__":
+    main()
