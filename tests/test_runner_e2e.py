@@ -1,10 +1,9 @@
 """End to end on the shared 2024 race: the replay engine and `lapcast consume` processes.
 
-The engine is the real ``ReplayEngine`` (journal, QoS 1 delivery, catch-up service)
-running in the test's event loop, so the test can act at chosen points of the
-replay; every consumer is a real ``lapcast consume`` subprocess catching up
-through the engine's MQTT v5 catch-up service. The reference is ``lapcast fold``
-of the engine's journal.
+The engine is ``lapcast replay`` as a process, or the same ``ReplayEngine`` in the
+test's event loop where the test must act at chosen points of the replay; every
+consumer is a real ``lapcast consume`` subprocess catching up through the engine's
+MQTT v5 catch-up service. The reference is ``lapcast fold`` of the engine's journal.
 """
 
 from __future__ import annotations
@@ -106,15 +105,24 @@ class TestEndToEnd:
     async def test_three_consumers_at_speed_max_equal_lapcast_fold(
         self, replay: Replay
     ) -> None:
-        """The race at --speed max: each consumer's retained state is the offline fold."""
+        """`lapcast replay --speed max` of the race: each consumer's state is `lapcast fold`'s."""
         for name in BUILTIN:
             replay.consume(name)
         for name in BUILTIN:
             await replay.ready(name)
-        async with replay.engine(speed=None, batch=5) as engine:
-            await engine.wait_finished()
-            total = engine.total_events
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "lapcast", "replay", str(replay.race_csv), "--broker",
+             replay.url, "--session-id", replay.session_id, "--speed", "max", "--batch", "5",
+             "--journal", str(replay.journal)],
+            stdout=subprocess.DEVNULL, stderr=(replay.tmp_path / "replay.log").open("wb"))
+        try:
+            status = await wait_for(replay.url, topics.status(replay.session_id),
+                                    lambda d: d.get("state") == "finished", timeout=120)
+            total = status["last_seq"]
             states = {name: await replay.final_state(name, total) for name in BUILTIN}
+        finally:
+            # Stopped only now: its catch-up service stays up while the consumers need it.
+            assert stop_process(engine) == 0
         expected = replay.expected()
         for name in BUILTIN:
             key = load_consumer(name).json_key
