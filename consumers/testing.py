@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,18 @@ def consumer_process(
     extra: Sequence[str] = (),
     pythonpath: Sequence[str | Path] = (),
     log_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``lapcast consume NAME`` as a child process (stderr to ``log_file``)."""
+    """``lapcast consume NAME`` as a child process (stderr to ``log_file``).
+
+    ``environ`` adds variables (``LAPCAST_MQTT_*`` credentials, for example).
+    """
     argv = [sys.executable, "-m", "lapcast", "-v", "consume", name, "--broker", broker_url,
             "--session", session_id, "--state-dir", str(state_dir)]
     if journal is not None:
         argv += ["--journal", str(journal)]
     argv += list(extra)
-    env = dict(os.environ)
+    env = {**os.environ, **(environ or {})}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(
             [*map(str, pythonpath), *filter(None, [env.get("PYTHONPATH")])]
@@ -90,8 +94,10 @@ def write_journal(path: Path, events: Iterable[Event], *, mode: str = "ab") -> N
         os.fsync(out.fileno())
 
 
-def _client(url: str, **kwargs: Any) -> aiomqtt.Client:
-    return aiomqtt.Client(**parse_broker_url(url).client_kwargs(**kwargs))
+def _client(url: str, environ: Mapping[str, str] | None = None,
+            **kwargs: Any) -> aiomqtt.Client:
+    settings = parse_broker_url(url, environ=dict(environ) if environ is not None else None)
+    return settings.client(**kwargs)
 
 
 class TestPublisher:
@@ -99,10 +105,11 @@ class TestPublisher:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, url: str, session_id: str) -> None:
+    def __init__(self, url: str, session_id: str, *,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.session_id = session_id
         self.events_topic = topics.events(session_id)
-        self._client = _client(url)
+        self._client = _client(url, environ)
 
     async def __aenter__(self) -> TestPublisher:
         await self._client.__aenter__()
@@ -141,13 +148,15 @@ async def wait_for(
     predicate: Callable[[Any], bool],
     *,
     timeout: float = 30.0,
+    environ: Mapping[str, str] | None = None,
 ) -> Any:
     """The first JSON document on ``topic`` (retained first) for which ``predicate`` holds.
 
-    Raises ``TimeoutError`` with the last document seen.
+    ``environ`` gives credentials (``LAPCAST_MQTT_*``). Raises ``TimeoutError`` with
+    the last document seen.
     """
     last: Any = None
-    client = _client(url)
+    client = _client(url, environ)
     try:
         async with asyncio.timeout(timeout), client:
             await client.subscribe(topic, qos=1)
