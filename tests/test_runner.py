@@ -340,6 +340,16 @@ class TestCrashes:
         assert doc["state"] == offline(events)
         assert all(p.returncode == -signal.SIGKILL for p in h.procs[:2])
 
+    async def test_last_will_says_lost_after_sigkill(self, harness: Harness) -> None:
+        """A consumer that dies without a goodbye leaves its health saying "lost"."""
+        h = harness
+        proc = h.start()
+        await h.ready()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        health = await h.health_where(lambda d: d["state"] == "lost")
+        assert health["consumer"] == "laps" and health["session_id"] == h.session_id
+
     async def test_durable_session_queues_events_while_stopped(self, harness: Harness) -> None:
         """Stopped cleanly, the consumer gets the events published meanwhile from its session.
 
