@@ -138,14 +138,14 @@ class Supervisor:
         """Raise ``DemoError`` if a child (or the broker) has died unexpectedly."""
         broker = self.broker
         if broker is not None and broker.proc is not None and broker.proc.poll() is not None:
-            raise DemoError(f"mosquitto exited with {broker.proc.returncode}: "
+            raise DemoError(f"{_ended('mosquitto', broker.proc.returncode)}: "
                             f"{broker.log_text().strip()[-1000:]}")
         for child in self.children:
             code = child.proc.poll()
             if code is None or (code == 0 and child.may_finish):
                 continue
             tail = child.tail()
-            raise DemoError(f"{child.name} exited with {code}" + (f":\n{tail}" if tail else ""))
+            raise DemoError(_ended(child.name, code) + (f":\n{tail}" if tail else ""))
 
     def pids(self) -> list[int]:
         """Every process the demo started and that still runs."""
@@ -165,6 +165,13 @@ class Supervisor:
             if self.broker is not None:
                 self.broker.stop(timeout=grace_s)
         self.children.clear()
+
+
+def _ended(name: str, code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"{name} was killed by {signal.Signals(-code).name}"
+    return f"{name} exited with {code}"
 
 
 def _stop_groups(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,8 +171,13 @@ class TestDemoInTerminal:
 
 @pytest.mark.broker
 class TestDemoCommand:
-    def _run(self, *args: str, timeout: float = 90) -> tuple[int, str, str, set[int]]:
-        """Run ``lapcast demo`` without a terminal; also collect every process it started."""
+    def _run(self, *args: str, timeout: float = 90,
+             act: Callable[[subprocess.Popen[str], set[int]], None] | None = None,
+             ) -> tuple[int, str, str, set[int]]:
+        """Run ``lapcast demo`` without a terminal; also collect every process it started.
+
+        ``act`` is called once, when the broker, the engine and the three consumers run.
+        """
         env = {**os.environ, "COLUMNS": "200", "LINES": "60"}
         proc = subprocess.Popen([sys.executable, "-m", "lapcast", "demo", *args], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -180,6 +186,10 @@ class TestDemoCommand:
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
             started |= descendants(proc.pid)
+            if act is not None and len([p for p in started if alive(p)]) >= 5:
+                time.sleep(1.0)  # let them connect: the demo is running, not starting
+                act(proc, started)
+                act = None
             time.sleep(0.1)
         if proc.poll() is None:
             proc.kill()
@@ -202,6 +212,27 @@ class TestDemoCommand:
         code, _, err, started = self._run("--source", str(broken), timeout=60)
         assert code == 2
         assert "replay exited with" in err and "broken.toml" in err
+        assert not [pid for pid in started if alive(pid)]
+
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+    def test_stop_signal_stops_everything(self, sig: signal.Signals) -> None:
+        """SIGTERM, SIGHUP (the terminal closed) and SIGINT stop the demo cleanly, exit 0."""
+        code, out, err, started = self._run(
+            "--speed", "1", act=lambda proc, _: proc.send_signal(sig), timeout=60)
+        assert code == 0, err
+        assert "FIA World Endurance Championship" in out  # the last frame
+        assert len(started) >= 5
+        assert not [pid for pid in started if alive(pid)]
+
+    def test_dead_consumer_is_named_and_the_rest_stopped(self) -> None:
+        """A consumer killed under the demo ends it, named, and takes nothing else down late."""
+        def kill_championship(proc: subprocess.Popen[str], started: set[int]) -> None:
+            [victim] = [p for p in started if "consume championship" in cmdline(p)]
+            os.kill(victim, signal.SIGKILL)
+
+        code, _, err, started = self._run("--speed", "1", act=kill_championship, timeout=60)
+        assert code == 2
+        assert "championship was killed by SIGKILL" in err
         assert not [pid for pid in started if alive(pid)]
 
     def test_bad_arguments(self) -> None:
