@@ -152,6 +152,7 @@ class _Position(msgspec.Struct):
 
     seq: int
     epoch: int = 1
+    session_id: str = ""
 
 
 _position: Final = msgspec.json.Decoder(_Position)
@@ -160,8 +161,10 @@ _position: Final = msgspec.json.Decoder(_Position)
 class JournalCatchup:
     """Ranges of the log read straight from the engine's journal file."""
 
-    def __init__(self, path: Path, *, chunk: int = 1000) -> None:
+    def __init__(self, path: Path, *, session_id: str | None = None, chunk: int = 1000) -> None:
         self.path = path
+        # The session the journal must belong to (a journal of another one is refused).
+        self.session_id = session_id
         self.chunk = chunk
         # epoch -> byte offset of seq 1, 2, 3... (index = seq - 1)
         self._offsets: dict[int, list[int]] = {}
@@ -190,6 +193,11 @@ class JournalCatchup:
                     log.warning("journal line skipped", path=str(self.path),
                                 line=self._line_no, reason=str(exc))
                     continue
+                if self.session_id is not None and pos.session_id != self.session_id:
+                    raise LapcastError(
+                        f"{self.path}:{self._line_no}: a journal of session "
+                        f"{pos.session_id!r}, not {self.session_id!r} (wrong --journal?)"
+                    )
                 offsets = self._offsets.setdefault(pos.epoch, [])
                 if pos.seq == len(offsets) + 1:
                     offsets.append(start)

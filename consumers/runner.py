@@ -71,6 +71,7 @@ from simulator.errors import ContractError, LapcastError
 
 __all__ = [
     "PUBLISHED_AT",
+    "ConsumerFailed",
     "ConsumerRunner",
     "Counters",
     "RunnerSettings",
@@ -134,6 +135,10 @@ class RunnerSettings:
                                    f"not {getattr(self, name)}")
 
 
+class ConsumerFailed(LapcastError):
+    """The consumer's fold raised on an event: a bug to fix, named by epoch and seq."""
+
+
 @dataclass(kw_only=True)
 class Counters:
     """What the health message reports, besides the sequencer's own counts."""
@@ -187,12 +192,14 @@ class ConsumerRunner:
         self._behind_since_ns: int | None = None
         self._unsaved = 0
         self._stopping = False
+        self._failed = False
 
         self._stop = asyncio.Event()
         self._dirty = asyncio.Event()  # something to publish
         self._wake = asyncio.Event()  # something may be missing: catch up
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
-        self._journal = JournalCatchup(settings.journal) if settings.journal else None
+        self._journal = (JournalCatchup(settings.journal, session_id=session)
+                         if settings.journal else None)
         self._catchup: CatchupSource | None = self._journal
         self._mqtt_catchup: MqttCatchup | None = None
         self._backoff = Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s)
@@ -433,7 +440,17 @@ class ConsumerRunner:
 
     def _offer(self, event: Event, published_at: int | None) -> None:
         sequencer = self.sequencer
-        outcome = sequencer.offer(event)
+        try:
+            outcome = sequencer.offer(event)
+        except Exception as exc:
+            # A fold that raises is a bug in the projection, not bad input: the event
+            # passed validation. Its state may be half updated, so it is never
+            # checkpointed; the process stops and says which event broke it.
+            self._failed = True
+            raise ConsumerFailed(
+                f"consumer {self.consumer.name!r} failed to apply {type(event).__name__} "
+                f"epoch {event.epoch} seq {event.seq}: {type(exc).__name__}: {exc}"
+            ) from exc
         if outcome is Offer.APPLIED:
             applied = sequencer.last_applied
             if published_at:
@@ -626,6 +643,8 @@ class ConsumerRunner:
 
     def _save_checkpoint(self, *, force: bool = False) -> None:
         folder = self.folder
+        if self._failed:
+            return
         if not self._unsaved and not (force and folder.seq and not self.checkpoint_file.exists()):
             return
         try:

@@ -54,6 +54,15 @@ def _record_changes(changes: dict[str, Any]) -> None:
         out.write(msgspec.json.encode(changes) + b"\n")
 
 
+def _fragile(laps: dict[str, int], event: Event) -> dict[str, int]:
+    if isinstance(event, LapCompleted) and event.lap == 3 and event.car == "2":
+        raise ZeroDivisionError("a bug in the projection")
+    return _count(laps, event)
+
+
+FRAGILE = Consumer(name="laps", description="laps per car, with a bug", initial=dict,
+                   apply=_fragile)
+
 HOOKED = Consumer(name="laps", description="laps per car, with a hook", initial=dict,
                   apply=_count, on_changes=_record_changes)
 
@@ -317,6 +326,35 @@ class TestBadInput:
         assert health["dead_letters"] == 1
         doc = await wait_for(h.url, h.state_topic, lambda d: "seq" in d)
         assert doc["seq"] == len(events) and doc["state"] == offline(events)
+
+
+class TestFailures:
+    async def test_a_fold_that_raises_stops_the_consumer_naming_the_event(
+        self, harness: Harness
+    ) -> None:
+        """A projection bug stops the process (exit 2) naming the event; no checkpoint of it."""
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=5)
+        bad = next(e for e in events if isinstance(e, LapCompleted)
+                   and e.lap == 3 and e.car == "2")
+        proc = h.start("--checkpoint-events", "1", name="test_runner:FRAGILE")
+        await h.ready()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events)
+        assert await asyncio.to_thread(proc.wait, 30) == 2
+        assert f"failed to apply LapCompleted epoch 1 seq {bad.seq}" in h.log_text()
+        saved = checkpoint.load(checkpoint.checkpoint_path(h.state_dir, h.session_id, "laps"),
+                                session_id=h.session_id, consumer="laps")
+        assert saved is not None and saved.seq == bad.seq - 1
+        assert saved.state == offline(events[:bad.seq - 1])
+
+    async def test_a_journal_of_another_session_is_refused(self, harness: Harness) -> None:
+        """`--journal` naming another session's journal exits 2 and says so."""
+        h = harness
+        write_journal(h.journal, generated_events("someone-else", cars=2, laps=2))
+        proc = h.start()
+        assert await asyncio.to_thread(proc.wait, 30) == 2
+        assert "a journal of session 'someone-else'" in h.log_text()
 
 
 class TestCrashes:
