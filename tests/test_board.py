@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -453,6 +454,23 @@ class TestBoardCommand:
         assert "#8  1:46.564" in text and "#23  1:52.290" in text and "#85  1:58.692" in text
         assert "157 to 156" in text
         assert "finished" in text
+
+    async def test_refused_login_is_one_line_not_a_retry_loop(
+        self, secure_broker: MosquittoProcess, secure_env: Callable[[str], dict[str, str]]
+    ) -> None:
+        """A wrong password on the secure profile ends the board with one clear line."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LAPCAST_MQTT_")}
+        env.update(secure_env("board"), LAPCAST_MQTT_PASSWORD="not-the-password")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lapcast", "board", "--broker", secure_broker.url,
+            "--session", SESSION, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+        assert proc.returncode == 2
+        lines = err.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lapcast board: "), lines
+        assert "not-the-password" not in lines[0]
 
     async def test_unreachable_broker_is_said_on_the_board(self) -> None:
         """With no broker, the board keeps retrying and says why; Ctrl-C leaves its last frame."""
