@@ -25,7 +25,16 @@ from consumers.api import Consumer
 from consumers.folding import Folder
 from simulator.errors import LapcastError
 
-__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "checkpoint_path", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_path",
+    "encode",
+    "load",
+    "save",
+    "write",
+]
 
 FORMAT = 1
 
@@ -61,8 +70,8 @@ def checkpoint_path(state_dir: Path, session_id: str, consumer: str) -> Path:
     return state_dir / session_id / f"{consumer}.checkpoint"
 
 
-def save(path: Path, checkpoint: Checkpoint) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
+def encode(checkpoint: Checkpoint, path: Path | None = None) -> bytes:
+    """The bytes of a checkpoint file (``path`` only names it in errors)."""
     # The consumer is stored by name, not pickled: the runner already holds it, and
     # a consumer given as module:attr would not be found again by name.
     data = {
@@ -76,11 +85,18 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
         "state": checkpoint.state,
     }
     try:
-        payload = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise CheckpointError(
-            f"{path}: state of {checkpoint.consumer!r} is not picklable: {exc}"
+            f"{path or 'checkpoint'}: state of {checkpoint.consumer!r} is not picklable: {exc}"
         ) from exc
+
+
+def write(path: Path, payload: bytes) -> None:
+    """Replace ``path`` by ``payload`` atomically: temp file, fsync, rename, fsync the folder.
+
+    No shared state: safe to run in a worker thread while the fold goes on.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -102,6 +118,11 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
             os.close(dir_fd)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (``encode`` then ``write``)."""
+    write(path, encode(checkpoint, path))
 
 
 def load(path: Path, *, session_id: str, consumer: str) -> Checkpoint | None:

@@ -197,6 +197,8 @@ class ConsumerRunner:
         self._stop = asyncio.Event()
         self._dirty = asyncio.Event()  # something to publish
         self._wake = asyncio.Event()  # something may be missing: catch up
+        self._checkpoint_due = asyncio.Event()  # K events since the last checkpoint
+        self._writing: asyncio.Future[None] | None = None  # a checkpoint being written
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
         self._journal = (JournalCatchup(settings.journal, session_id=session)
                          if settings.journal else None)
@@ -238,7 +240,7 @@ class ConsumerRunner:
                         pass
         finally:
             self._stopping = True
-            self._save_checkpoint(force=True)
+            await self._final_checkpoint()
         log.info("consumer stopped", consumer=self.consumer.name, epoch=self.folder.epoch,
                  seq=self.folder.seq)
 
@@ -287,13 +289,13 @@ class ConsumerRunner:
                     self._publish_loop(client),
                     self._dead_letter_loop(client),
                     self._every(self.settings.health_ms, self._dirty.set),
-                    self._every(self.settings.checkpoint_ms, self._save_checkpoint),
+                    self._checkpoint_loop(),
                 ])
             finally:
                 self._mqtt_catchup = None
             # A clean stop: the last state and a health saying "stopped", still connected.
             self._stopping = True
-            self._save_checkpoint(force=True)
+            await self._final_checkpoint()
             try:
                 await self._publish(client)
             except aiomqtt.MqttError as exc:
@@ -466,7 +468,7 @@ class ConsumerRunner:
             self._unsaved += len(applied)
             self._dirty.set()
             if self._unsaved >= self.settings.checkpoint_events:
-                self._save_checkpoint()
+                self._checkpoint_due.set()
         elif outcome is Offer.BUFFERED:
             if published_at:
                 self._stamps[(event.epoch, event.seq)] = published_at
@@ -641,24 +643,71 @@ class ConsumerRunner:
 
     # --- checkpoints -----------------------------------------------------------------
 
-    def _save_checkpoint(self, *, force: bool = False) -> None:
+    def _snapshot(self, *, force: bool = False) -> tuple[bytes, int] | None:
+        """The checkpoint's bytes now and the events they cover; None if not needed."""
         folder = self.folder
         if self._failed:
-            return
+            return None  # a fold that raised may have left its state half updated
         if not self._unsaved and not (force and folder.seq and not self.checkpoint_file.exists()):
-            return
+            return None
         try:
-            checkpoint.save(self.checkpoint_file, checkpoint.Checkpoint(
+            payload = checkpoint.encode(checkpoint.Checkpoint(
                 session_id=self.session_id, consumer=self.consumer.name, epoch=folder.epoch,
                 seq=folder.seq, state=folder.state, published_at_ns=self._stamp_ns,
                 session_time_ms=self._session_time_ms,
-            ))
+            ), self.checkpoint_file)
         except checkpoint.CheckpointError as exc:
-            # Keep folding: a missing checkpoint costs a longer catch-up, not correctness.
+            log.error("checkpoint failed", error=str(exc))
+            return None
+        return payload, self._unsaved
+
+    def _saved(self, covered: int) -> None:
+        self._unsaved -= covered
+        self.counters.checkpoints += 1
+
+    async def _final_checkpoint(self) -> None:
+        """The checkpoint of a stop, after any write still in a worker thread."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await self._writing
+        self._save_checkpoint(force=True)
+
+    def _save_checkpoint(self, *, force: bool = False) -> None:
+        """Checkpoint now, on the event loop (at a stop, when nothing else runs)."""
+        snapshot = self._snapshot(force=force)
+        if snapshot is None:
+            return
+        try:
+            checkpoint.write(self.checkpoint_file, snapshot[0])
+        except checkpoint.CheckpointError as exc:
             log.error("checkpoint failed", error=str(exc))
             return
-        self._unsaved = 0
-        self.counters.checkpoints += 1
+        self._saved(snapshot[1])
+
+    async def _checkpoint_loop(self) -> None:
+        """Every K events or T ms: the state is pickled here, written by a worker thread.
+
+        Pickling on the loop keeps state and seq consistent; the write and its fsyncs
+        (milliseconds, more on a slow disk) do not hold up the fold or publications.
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.checkpoint_ms / 1000):
+                    await self._checkpoint_due.wait()
+            self._checkpoint_due.clear()
+            snapshot = self._snapshot()
+            if snapshot is None:
+                continue
+            self._writing = asyncio.ensure_future(
+                asyncio.to_thread(checkpoint.write, self.checkpoint_file, snapshot[0]))
+            try:
+                # Shielded: a stop must not leave an older write to land after the last one.
+                await asyncio.shield(self._writing)
+            except checkpoint.CheckpointError as exc:
+                # Keep folding: a missing checkpoint costs a longer catch-up, not correctness.
+                log.error("checkpoint failed", error=str(exc))
+                continue
+            self._saved(snapshot[1])
 
 
 def _published_at(message: aiomqtt.Message) -> int | None:
