@@ -94,6 +94,7 @@ class JournalIndex:
     epochs: dict[int, EpochSpan] = field(default_factory=dict)
     size: int = 0  # bytes of whole lines
     lines: int = 0
+    _last: EpochSpan | None = field(default=None, repr=False)
 
     @property
     def last_epoch(self) -> int:
@@ -107,6 +108,13 @@ class JournalIndex:
     def add(self, path: str, session_id: str, epoch: int, seq: int, offset: int,
             length: int) -> None:
         """Record one line; refuses anything that breaks the journal's order."""
+        span = self._last
+        if (span is not None and epoch == span.epoch and seq == len(span.starts) + 1
+                and session_id == self.session_id):  # the common case, quickly
+            span.starts.append(offset)
+            span.end = self.size = offset + length
+            self.lines += 1
+            return
         line = self.lines + 1
         if self.session_id is None:
             self.session_id = session_id
@@ -118,7 +126,7 @@ class JournalIndex:
             if epoch <= self.last_epoch:
                 raise SourceError(path, f"epoch {epoch} after epoch {self.last_epoch}: "
                                   "epochs only grow", line=line)
-            span = self.epochs[epoch] = EpochSpan(epoch=epoch, first_line=line)
+            span = self.epochs[epoch] = self._last = EpochSpan(epoch=epoch, first_line=line)
         elif epoch != self.last_epoch:
             raise SourceError(path, f"epoch {epoch} resumes after epoch {self.last_epoch}",
                               line=line)

@@ -100,7 +100,7 @@ class CatchupService:
             log.warning("catch-up request without a response topic ignored",
                         topic=str(message.topic))
             return
-        out = Properties(PacketTypes.PUBLISH)
+        out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         correlation = getattr(props, "CorrelationData", None)
         if correlation is not None:
             out.CorrelationData = correlation

@@ -88,7 +88,6 @@ class Delivery:
         self._client: Any = None
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(window)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._drained = asyncio.Event()
         self._drained.set()
 
@@ -146,14 +145,8 @@ class Delivery:
 
     def _launch(self, item: Outgoing) -> None:
         assert self._tg is not None, "send() before attach()"
-        task = self._tg.create_task(self._publish(self._client, self._slots, item))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def cancel(self) -> None:
-        """Cancel the publishes still waiting for their acknowledgement (stopping)."""
-        for task in self._tasks:
-            task.cancel()
+        # Not tracked one by one: the connection's task group cancels what is left.
+        self._tg.create_task(self._publish(self._client, self._slots, item))
 
     async def _publish(self, client: Any, slots: asyncio.Semaphore, item: Outgoing) -> None:
         props = PublishedAt(time.time_ns())

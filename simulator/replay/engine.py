@@ -177,7 +177,7 @@ class ReplayEngine:
         self._started = False
         self._finished = False
         self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
         self._stop = asyncio.Event()
         self._connected = asyncio.Event()
         self._finished_event = asyncio.Event()
@@ -382,7 +382,13 @@ class ReplayEngine:
             line = encode(event, "json")
             journal.append(event.epoch, event.seq, line)
             lines.append(line)
-        journal.flush()  # write-ahead: in the journal before it is on the wire
+        if not self._flush_scheduled:
+            # Write-ahead: the flush is queued on the loop before the publish task below
+            # (and any other this iteration), and the loop runs callbacks in order, so the
+            # journal reaches the OS before the message reaches the wire: one write(2)
+            # for all the messages of an iteration.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_journal)
         if len(events) > 1:
             payload = encode(Batch(events=events), settings.encoding)
         elif settings.encoding == "json":
@@ -401,6 +407,11 @@ class ReplayEngine:
             if isinstance(event, SessionStarted):
                 self._meta = encode(event, settings.encoding)
                 self._spawn(self._publish_meta())
+
+    def _flush_journal(self) -> None:
+        self._flush_scheduled = False
+        if self.journal is not None:
+            self.journal.flush()
 
     async def _publish_meta(self) -> None:
         client = self.delivery.client
@@ -430,10 +441,7 @@ class ReplayEngine:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task of the current connection (cancelled with it, or when stopping)."""
         assert self._tg is not None
-        task = self._tg.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tg.create_task(coro)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -491,7 +499,9 @@ class ReplayEngine:
             async with asyncio.TaskGroup() as tg:
                 await self._serve(client, tg)
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            error = _single(group)
+            if not isinstance(error, _Stopping):
+                raise error from None
         final = "finished" if self._finished else "stopped"
         await self._publish_status(client, state=final, timeout=self.settings.stop_grace_s)
 
@@ -522,9 +532,9 @@ class ReplayEngine:
             async with asyncio.timeout(self.settings.stop_grace_s):
                 await self.delivery.drained()
         reader.cancel()
-        self.delivery.cancel()
-        for task in self._tasks:
-            task.cancel()
+        # What is still running (publishes never acknowledged, a catch-up answer) ends
+        # with the task group: raising cancels them all.
+        raise _Stopping
 
     async def _fsync_loop(self) -> None:
         journal = self.journal
@@ -593,6 +603,10 @@ class ReplayEngine:
                 await self._publish_status(client, state="lost", reason=str(exc))
 
 
+class _Stopping(Exception):
+    """Raised in a connection's task group to end it (and its tasks) on a clean stop."""
+
+
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception that ended a connection's task group: a final error before a lost
     connection (several publishes fail at once when the connection drops)."""
@@ -607,6 +621,9 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
     walk(group)
     for exc in leaves:
-        if not isinstance(exc, aiomqtt.MqttError):
+        if not isinstance(exc, aiomqtt.MqttError | _Stopping):
+            return exc
+    for exc in leaves:
+        if isinstance(exc, aiomqtt.MqttError):
             return exc
     return leaves[0]
