@@ -171,14 +171,17 @@ def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProce
         client.disconnect()
     events = len(rec.published)
     print(f"\n--speed {speed} --batch {batch}: {events} events published in {elapsed:.1f} s")
-    print(f"  {'consumer':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'events/s':>10}")
+    print(f"  {'consumer':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'events/s':>10} "
+          f"{'catch-ups':>9} {'duplicates':>10}")
     first_sent = min(rec.published.values())
     for name in BUILTIN:
         lat = latencies(rec, name)
         done = rec.states[name][-1][2]
         rate = events / ((done - first_sent) / 1e9)
+        health = rec.health.get(name, {})
         print(f"  {name:<14} {statistics.median(lat):8.1f} {pct(lat, 99):8.1f} "
-              f"{max(lat):8.1f} {rate:10.0f}" + ("" if speed == "max" else "  (paced)"))
+              f"{max(lat):8.1f} {rate:10.0f} {health.get('catchups', '?'):>9} "
+              f"{health.get('duplicates', '?'):>10}" + ("" if speed == "max" else "  (paced)"))
     if any(h.get("dead_letters") for h in rec.health.values()):
         print("  dead letters:", {n: h.get("dead_letters") for n, h in rec.health.items()})
 

@@ -108,6 +108,7 @@ class MqttCatchup:
         # Silence allowed between two chunks of one answer before giving up on it.
         self.timeout_s = timeout_s
         self._open: dict[bytes, asyncio.Queue[CatchupReply]] = {}
+        self._unanswered: asyncio.Timeout | None = None
         self.stray = 0
 
     def deliver(self, reply: CatchupReply, correlation: bytes | None) -> bool:
@@ -130,10 +131,14 @@ class MqttCatchup:
             await self.client.publish(
                 self.request_topic, encode(request), qos=1, properties=properties
             )
+            answered = False
             while True:
                 try:
-                    async with asyncio.timeout(self.timeout_s):
+                    async with asyncio.timeout(self.timeout_s) as timer:
+                        # Until the first chunk, ``engine_started`` may cut the wait short.
+                        self._unanswered = None if answered else timer
                         reply = await queue.get()
+                        answered = True
                 except TimeoutError:
                     raise CatchupUnavailable(
                         f"no answer on {self.response_topic} within {self.timeout_s:g} s "
@@ -144,7 +149,14 @@ class MqttCatchup:
                 if reply.final or reply.error:
                     return
         finally:
+            self._unanswered = None
             del self._open[correlation]
+
+    def engine_started(self) -> None:
+        """The engine has (re)appeared: a request it has not answered was probably sent
+        before it subscribed, so stop waiting for that answer and ask again now."""
+        if self._unanswered is not None:
+            self._unanswered.reschedule(asyncio.get_running_loop().time())
 
 
 class _Position(msgspec.Struct):

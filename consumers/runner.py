@@ -193,6 +193,8 @@ class ConsumerRunner:
         self._unsaved = 0
         self._stopping = False
         self._failed = False
+        # Whether the engine has shown up on this connection (its status, not its will).
+        self._engine_up = False
 
         self._stop = asyncio.Event()
         self._dirty = asyncio.Event()  # something to publish
@@ -275,6 +277,7 @@ class ConsumerRunner:
                     timeout_s=self.settings.catchup_timeout_s,
                 )
                 self._catchup = self._mqtt_catchup
+            self._engine_up = False
             await self._subscribe(client)
             log.info("consumer connected", consumer=self.consumer.name,
                      broker=self.broker.describe())
@@ -346,7 +349,7 @@ class ConsumerRunner:
         elif topic == self.reply_topic:
             self._on_reply(message, payload)
         elif topic == self.status_topic:
-            self._on_status(payload)
+            self._on_status(payload, retained=bool(message.retain))
         elif topic == self.state_topic:
             self._on_own_state(payload)
         else:
@@ -393,9 +396,11 @@ class ConsumerRunner:
         ):
             log.debug("stray catch-up reply dropped", topic=self.reply_topic)
 
-    def _on_status(self, payload: bytes) -> None:
+    def _on_status(self, payload: bytes, *, retained: bool = False) -> None:
         try:
             status = msgspec.json.decode(payload)
+            if isinstance(status, dict) and status.get("state") == "lost":
+                self._engine_up = False  # the engine's last will
             epoch, last_seq = status["epoch"], status["last_seq"]
             if not (isinstance(epoch, int) and isinstance(last_seq, int)):
                 raise TypeError("epoch and last_seq must be integers")
@@ -405,6 +410,12 @@ class ConsumerRunner:
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.
         self.sequencer.learn_head(epoch, last_seq, synced=True)
+        if not self._engine_up and not retained:
+            # A fresh status: the engine is up now. A catch-up request sent before it
+            # subscribed is lost; ask again at once rather than after the timeout.
+            self._engine_up = True
+            if self._mqtt_catchup is not None:
+                self._mqtt_catchup.engine_started()
         self._track_lag()
         self._wake.set()
         self._dirty.set()

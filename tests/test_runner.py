@@ -32,7 +32,10 @@ from consumers.testing import (
 )
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
+from simulator.connection import parse_broker_url
 from simulator.contract import Event, LapCompleted, encode
+from simulator.journal import JournalWriter
+from simulator.replay.catchup import CatchupService
 from simulator.replay.testing import generated_events
 
 TESTS = Path(__file__).resolve().parent
@@ -244,6 +247,39 @@ class TestCatchup:
         assert doc["state"] == offline(events)
         health = await h.health_where(lambda d: d["state"] == "live")
         assert health["catchups"] >= 2  # the sync at connect, then the gap
+
+    async def test_engine_starting_late_is_asked_again_at_once(self, harness: Harness) -> None:
+        """A catch-up request sent before the engine ran is re-sent when it shows up.
+
+        The consumer waits up to 30 s for an answer; the engine's service (the real
+        ``CatchupService`` over a real journal) starts after the request was lost.
+        """
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=6)
+        h.start("--catchup-timeout", "30", journal=False)
+        await h.ready()
+        journal = JournalWriter(h.journal, session_id=h.session_id)
+        for event in events:
+            journal.append(event.epoch, event.seq, encode(event))
+        journal.sync()
+        service = CatchupService(journal, current_epoch=lambda: 1)
+        async with TestPublisher(h.url, h.session_id) as pub, \
+                parse_broker_url(h.url).client() as engine:
+            await pub.events(events[8:])  # 1..8 were lost on the wire
+            await engine.subscribe(topics.catchup_request(h.session_id), qos=1)
+
+            async def serve() -> None:
+                async for message in engine.messages:
+                    await service.handle(engine, message)
+
+            server = asyncio.create_task(serve())
+            await pub.status(epoch=1, last_seq=len(events))  # the engine shows up
+            try:
+                doc = await h.state_at(len(events), timeout=10)
+            finally:
+                server.cancel()
+        journal.close()
+        assert doc["state"] == offline(events)
 
     async def test_backward_seek_epoch_drops_the_state(self, harness: Harness) -> None:
         """A higher epoch folds from seq 1 again: the state is that epoch's alone."""
