@@ -109,6 +109,7 @@ class MqttCatchup:
         self.timeout_s = timeout_s
         self._open: dict[bytes, asyncio.Queue[CatchupReply]] = {}
         self._unanswered: asyncio.Timeout | None = None
+        self._restarted = False
         self.stray = 0
 
     def deliver(self, reply: CatchupReply, correlation: bytes | None) -> bool:
@@ -140,6 +141,11 @@ class MqttCatchup:
                         reply = await queue.get()
                         answered = True
                 except TimeoutError:
+                    if self._restarted:
+                        self._restarted = False
+                        raise CatchupUnavailable(
+                            f"the engine started after the request to {self.request_topic} "
+                            "was sent: asking again") from None
                     raise CatchupUnavailable(
                         f"no answer on {self.response_topic} within {self.timeout_s:g} s "
                         f"to {self.request_topic} (epoch {request.epoch} "
@@ -156,6 +162,7 @@ class MqttCatchup:
         """The engine has (re)appeared: a request it has not answered was probably sent
         before it subscribed, so stop waiting for that answer and ask again now."""
         if self._unanswered is not None:
+            self._restarted = True
             self._unanswered.reschedule(asyncio.get_running_loop().time())
 
 
