@@ -193,6 +193,33 @@ class TestSeek:
             assert len(recorder.on(topic)) == upto
         assert _seqs(recorder, session_id) == [(1, s) for s in range(1, upto + 1)]
 
+    async def test_seek_before_the_broker_is_reachable_sets_the_start(
+            self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
+        """A seek while the engine waits for its first connection moves where it starts:
+        once connected it publishes seq 1 up to the target at once, in epoch 1."""
+        await asyncio.to_thread(broker.stop)
+        clock = ManualClock(0.0)
+        source = generated_source(session_id, cars=4, laps=30, lap_ms=60_000, spread_ms=500)
+        upto = sum(1 for e in source.events() if e.session_time_ms <= 300_000)
+        journal = tmp_path / "s.jsonl"
+        engine = ReplayEngine(source, _settings(broker, journal, speed=1.0,
+                                                reconnect_min_s=0.05, reconnect_max_s=0.1),
+                              clock=clock)
+        task = asyncio.create_task(engine.run())
+        try:
+            await asyncio.sleep(0.2)
+            engine.seek(300_000)
+            await asyncio.to_thread(broker.start)
+            async with asyncio.timeout(10):
+                while engine.status()["last_seq"] < upto:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+        finally:
+            engine.stop()
+            await asyncio.wait_for(task, 20)
+        index, _ = scan(journal)
+        assert list(index.epochs) == [1] and index.last_seq(1) == upto
+
     async def test_seek_past_the_end_is_refused_and_changes_nothing(
             self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
         """engine.seek beyond the last event raises ControlError; epoch and clock stay."""

@@ -175,6 +175,7 @@ class ReplayEngine:
         self._handed_ms: int | None = None  # session time of the last event handed out
         self._acked: tuple[int, int] = (0, 0)  # (epoch, seq) of the last acknowledged
         self._started = False
+        self._start_ms = settings.start_ms
         self._finished = False
         self._tg: asyncio.TaskGroup | None = None
         self._flush_scheduled = False
@@ -236,8 +237,13 @@ class ReplayEngine:
         if to_ms > self.end_ms:
             raise ControlError(f"seek to {format_ms(to_ms, hours=True)} is past the end of "
                                f"the session ({format_ms(self.end_ms, hours=True)})")
-        if self._cursor is None:
-            raise ControlError("seek before the replay started: use start_ms (--from)")
+        if not self._started:
+            # Not connected yet: the session clock has not started; start there.
+            self._start_ms = to_ms
+            self.pacer.seek(to_ms)
+            self._status_now.set()
+            return
+        assert self._cursor is not None
         if self._handed_ms is not None and to_ms < self._handed_ms:
             self.epoch += 1
             self._cursor.restart(self.epoch)
@@ -513,7 +519,7 @@ class ReplayEngine:
         self._spawn(self._publish_meta())
         if not self._started:
             self._started = True
-            self.pacer.seek(self.settings.start_ms)  # the session clock starts now
+            self.pacer.seek(self._start_ms)  # the session clock starts now
         else:
             resume = self.delivery.first_unacked_seq
             if resume is None:
