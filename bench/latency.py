@@ -34,8 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -50,7 +48,11 @@ RACE = ROOT.parent / "shared" / "data" / "wec-2024-bahrain-8h-race.analysis.csv"
 
 @dataclass
 class Recorder:
-    """Everything the probe hears, timestamped on arrival (paho's network thread)."""
+    """What the watcher hears: states (stamped on arrival by mosquitto_sub), health, status.
+
+    The probes are ``mosquitto_sub`` processes (C): they take next to no CPU from the
+    processes being measured and stamp each message when it arrives (``%U``).
+    """
 
     session_id: str
     published: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -59,42 +61,55 @@ class Recorder:
     engine_status: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        now = time.time_ns()
-        topic = msg.topic
-        if topic == topics.events(self.session_id):
-            stamp = next((int(v) for k, v in getattr(msg.properties, "UserProperty", []) or []
+    def read(self, stream: Any) -> None:
+        """Lines ``arrival_ns|topic|retain|payload`` until the watcher ends."""
+        for raw in stream:
+            stamp, topic, retain, payload = raw.decode().rstrip("\n").split("|", 3)
+            if not payload:
+                continue
+            doc = json.loads(payload)
+            if topic == topics.status(self.session_id):
+                self.engine_status = doc
+            elif "/consumers/" in topic:
+                self.health[doc.get("consumer", topic)] = doc
+            elif retain == "0":  # a state published during the run
+                seconds, _, nanos = stamp.partition(".")
+                with self.lock:
+                    self.states.setdefault(doc["projection"], []).append(
+                        (doc["epoch"], doc["seq"], int(seconds) * 10**9 + int(nanos)))
+
+    def load_events(self, path: Path) -> None:
+        """The events recorded (``user properties|payload``): seq -> engine publish time."""
+        for raw in path.read_bytes().splitlines():
+            props, _, payload = raw.partition(b"|")
+            stamp = next((int(v) for k, _, v in (p.partition(":") for p in
+                                                 props.decode().split(" ") if p)
                           if k == PUBLISHED_AT), None)
-            if stamp is None or msg.retain:
-                return
-            with self.lock:
-                for event in events_of(decode_message(msg.payload)):
-                    self.published.setdefault((event.epoch, event.seq), stamp)
-            return
-        if not msg.payload:
-            return
-        doc = json.loads(msg.payload)
-        if topic == topics.status(self.session_id):
-            self.engine_status = doc
-        elif topic.endswith("/status") and "/consumers/" in topic:
-            self.health[doc.get("consumer", topic)] = doc
-        elif "/state/" in topic and not topic.endswith("/changes") and not msg.retain:
-            with self.lock:
-                self.states.setdefault(doc["projection"], []).append(
-                    (doc["epoch"], doc["seq"], now))
+            if stamp is None:
+                continue
+            for event in events_of(decode_message(payload)):
+                self.published.setdefault((event.epoch, event.seq), stamp)
 
 
-def probe(url_port: int, session_id: str) -> tuple[paho.Client, Recorder]:
+def mosquitto_sub(port: int, topic_filters: list[str], fmt: str,
+                  out: Any) -> subprocess.Popen[bytes]:
+    argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-q", "1",
+            "-F", fmt, "-i", f"bench-{uuid.uuid4().hex[:8]}"]
+    for topic in topic_filters:
+        argv += ["-t", topic]
+    return subprocess.Popen(argv, stdout=out)
+
+
+def probe(port: int, session_id: str, events_file: Path
+          ) -> tuple[list[subprocess.Popen[bytes]], Recorder]:
     rec = Recorder(session_id)
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                         client_id=f"bench-{uuid.uuid4().hex[:8]}", protocol=paho.MQTTv5)
-    client.on_message = rec.on_message
-    client.connect("127.0.0.1", url_port)
     root = topics.session_root(session_id)
-    client.subscribe([(topics.events(session_id), 1), (f"{root}/state/+", 1),
-                      (f"{root}/consumers/+/status", 1), (topics.status(session_id), 1)])
-    client.loop_start()
-    return client, rec
+    with events_file.open("wb") as out:
+        events = mosquitto_sub(port, [topics.events(session_id)], "%P|%p", out)
+    watcher = mosquitto_sub(port, [f"{root}/state/+", f"{root}/consumers/+/status",
+                                   topics.status(session_id)], "%U|%t|%r|%p", subprocess.PIPE)
+    threading.Thread(target=rec.read, args=(watcher.stdout,), daemon=True).start()
+    return [events, watcher], rec
 
 
 def latencies(rec: Recorder, projection: str) -> list[float]:
@@ -135,7 +150,8 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProcess,
         work: Path) -> None:
     session = f"bench-{speed}-{uuid.uuid4().hex[:6]}"
-    client, rec = probe(broker.port, session)
+    events_file = work / f"{session}.events"
+    subs, rec = probe(broker.port, session, events_file)
     log = work / f"{session}.log"
     consumers = [
         lapcast("consume", name, "--broker", broker.url, "--session", session,
@@ -159,16 +175,18 @@ def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProce
         engine.send_signal(signal.SIGTERM)
         engine.wait(30)
         elapsed = time.monotonic() - started
-        last = max(rec.published) if rec.published else (1, 0)
+        time.sleep(0.5)  # the events probe writes the last messages
+        subs[0].terminate()
+        subs[0].wait()
+        rec.load_events(events_file)
+        last = max(rec.published)
         wait_until(lambda: all(rec.states.get(n) and (rec.states[n][-1][0], rec.states[n][-1][1])
                                >= last for n in BUILTIN), 60, "the consumers to catch up")
     finally:
-        for proc in consumers:
+        for proc in [*consumers, *subs]:
             proc.send_signal(signal.SIGTERM)
-        for proc in consumers:
+        for proc in [*consumers, *subs]:
             proc.wait(30)
-        client.loop_stop()
-        client.disconnect()
     events = len(rec.published)
     print(f"\n--speed {speed} --batch {batch}: {events} events published in {elapsed:.1f} s")
     print(f"  {'consumer':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'events/s':>10} "
