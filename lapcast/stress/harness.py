@@ -163,6 +163,7 @@ class _Run:
 
     def execute(self) -> StressReport:
         s = self.s
+        self._fresh()
         total, session_ms, generate_s = self._generate()
         broker = self._broker()
         env = _child_env(broker)
@@ -219,6 +220,15 @@ class _Run:
         )
         self.failed = not report.ok
         return report
+
+    def _fresh(self) -> None:
+        """A folder used before holds another session's journal and checkpoints: clear
+        what a run writes (and nothing else)."""
+        for path in self.dir.glob("*"):
+            if path.name in ("state", "broker", "mosquitto-clients") and path.is_dir():
+                shutil.rmtree(path)
+            elif path.suffix in (".jsonl", ".log", ".rec", ".err") and path.is_file():
+                path.unlink()
 
     def _generate(self) -> tuple[int, int, float]:
         self._on_phase("generating", 0)
