@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lapcast.stress.harness import StressSettings, _Run
 from lapcast.stress.probe import ConsumerTrace
 from lapcast.stress.recorder import EventsTrace, parse_line, seq_range
 from lapcast.stress.report import Latency, event_latencies, max_behind, peak_rate, rate
+from simulator.synth import SynthSpec
 
 CLI = [sys.executable, "-m", "lapcast"]
 MS = 1_000_000
@@ -67,6 +69,18 @@ class TestStressRun:
                      "Peak memory", "identical to the generated log",
                      "OK: 0 lost, 0 double-counted"):
             assert text in done.stdout, text
+
+
+class TestWorkdir:
+    def test_a_reused_folder_is_cleared_of_the_last_run_only(self, tmp_path: Path) -> None:
+        """Journal, logs, recordings and checkpoints of a previous run go; other files stay."""
+        for name in ("journal.jsonl", "field.jsonl", "engine.log", "events.rec", "notes.txt"):
+            (tmp_path / name).write_text("old")
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "x.ckpt").write_text("old")
+        run = _Run(StressSettings(spec=SynthSpec(cars=2, laps=1)), tmp_path, lambda _: None)
+        run._fresh()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 class TestReport:
