@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import math
 import statistics
@@ -201,8 +202,8 @@ def main(argv: list[str]) -> int:
                                          publish=engine(f"engine-{run}", 1))
                 else:
                     topic = f"bench/bare-{run}"
-                    pair[who] = _measure(port, topic, n, n, publish=lambda topic=topic:
-                                         _bare_loop(port, topic, payloads, args.window))
+                    pair[who] = _measure(port, topic, n, n, publish=functools.partial(
+                        _bare_loop, port, topic, payloads, args.window))
             ratios.append(pair["engine"] / pair["bare"])
             for who in pair:
                 rates[who] = max(rates.get(who, 0.0), pair[who])
