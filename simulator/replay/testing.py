@@ -91,6 +91,7 @@ class Recorder:
         self.broker = broker
         self.topics = topics
         self.messages: list[Received] = []
+        self._by_topic: dict[str, list[Received]] = {}
         self._changed = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
 
@@ -110,14 +111,17 @@ class Recorder:
             user = getattr(message.properties, "UserProperty", None) or []
             stamp = dict(user).get(PUBLISHED_AT)
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            self.messages.append(Received(
+            received = Received(
                 topic=message.topic.value, payload=payload,
                 published_at_ns=int(stamp) if stamp is not None else None,
-                received_ns=time.time_ns(), retain=message.retain))
+                received_ns=time.time_ns(), retain=message.retain)
+            self.messages.append(received)
+            self._by_topic.setdefault(received.topic, []).append(received)
             self._changed.set()
 
     def on(self, topic: str) -> list[Received]:
-        return [m for m in self.messages if m.topic == topic]
+        """What arrived on ``topic``, in order (a live list: do not modify it)."""
+        return self._by_topic.get(topic, [])
 
     async def wait_for(self, predicate: Callable[[Recorder], bool], timeout: float = 20.0) -> None:
         """Until ``predicate(self)`` holds; TimeoutError (with what arrived) otherwise."""
