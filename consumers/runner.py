@@ -32,7 +32,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import aiomqtt
 import msgspec
@@ -397,16 +397,27 @@ class ConsumerRunner:
             log.debug("stray catch-up reply dropped", topic=self.reply_topic)
 
     def _on_status(self, payload: bytes, *, retained: bool = False) -> None:
-        try:
-            status = msgspec.json.decode(payload)
-            if isinstance(status, dict) and status.get("state") == "lost":
-                self._engine_up = False  # the engine's last will
-            epoch, last_seq = status["epoch"], status["last_seq"]
-            if not (isinstance(epoch, int) and isinstance(last_seq, int)):
-                raise TypeError("epoch and last_seq must be integers")
-        except (msgspec.DecodeError, KeyError, TypeError) as exc:
-            log.debug("engine status without a position", error=str(exc))
+        if not payload:
             return
+        try:
+            status = _status_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self._refuse(self.status_topic, payload, f"not an engine status: {exc}")
+            return
+        if status.state == "lost":
+            self._engine_up = False  # the engine's last will
+            return
+        # Only the engine's own status moves the head: anything else shaped like it
+        # (a catch-up reply steered onto this topic, another session's status) would
+        # send the consumer after events that do not exist.
+        if (status.type is not None or status.state not in _ENGINE_STATES
+                or status.session_id != self.session_id or status.epoch is None
+                or status.last_seq is None):
+            self._refuse(self.status_topic, payload,
+                         f"not this session's engine status (state {status.state!r}, "
+                         f"session {status.session_id!r}, type {status.type!r})")
+            return
+        epoch, last_seq = status.epoch, status.last_seq
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.
         self.sequencer.learn_head(epoch, last_seq, synced=True)
@@ -719,6 +730,23 @@ class ConsumerRunner:
                 log.error("checkpoint failed", error=str(exc))
                 continue
             self._saved(snapshot[1])
+
+
+_ENGINE_STATES: Final = frozenset({"running", "paused", "finished", "stopped"})
+
+
+class _EngineStatus(msgspec.Struct):
+    """The fields of the engine's retained status the consumer relies on (others ignored)."""
+
+    state: str
+    session_id: str = ""
+    epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # Set on contract messages (a CatchupReply has one), never on a status.
+    type: str | None = None
+
+
+_status_decoder: Final = msgspec.json.Decoder(_EngineStatus)
 
 
 def _published_at(message: aiomqtt.Message) -> int | None:

@@ -33,7 +33,7 @@ from consumers.testing import (
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
 from simulator.connection import parse_broker_url
-from simulator.contract import Event, LapCompleted, encode
+from simulator.contract import CatchupReply, Event, LapCompleted, encode
 from simulator.journal import JournalWriter
 from simulator.replay.catchup import CatchupService
 from simulator.replay.testing import generated_events
@@ -345,6 +345,27 @@ class TestBadInput:
         health = await h.health_where(lambda d: d["last_seq"] == len(events)
                                       and d["duplicates"] >= len(events))
         assert (health["dead_letters"], health["refused"]) == (7, 3)
+
+    async def test_a_catchup_reply_steered_onto_the_status_topic_is_refused(
+        self, harness: Harness
+    ) -> None:
+        """Only the engine's own status moves the head: a reply shaped like one is refused."""
+        h = harness
+        events = generated_events(h.session_id, cars=3, laps=6)
+        h.start()
+        await h.ready()
+        steered = CatchupReply(epoch=99, last_seq=0, current_epoch=1, error="unknown epoch")
+        async with TestPublisher(h.url, h.session_id) as pub:
+            await publish_live(pub, h, events[:10])
+            await pub.raw(encode(steered), topic=topics.status(h.session_id), stamp=False)
+            await pub.raw(msgspec.json.encode({"state": "running", "session_id": "other",
+                                               "epoch": 5, "last_seq": 10**6}),
+                          topic=topics.status(h.session_id), stamp=False)
+            await publish_live(pub, h, events[10:])
+        doc = await h.state_at(len(events))
+        assert doc["state"] == offline(events)
+        health = await h.health_where(lambda d: d["refused"] == 2)
+        assert health["head_epoch"] == 1 and health["state"] == "live"
 
     async def test_forged_retained_state_is_refused_and_overwritten(
         self, harness: Harness
