@@ -21,7 +21,8 @@ result equal the offline fold lives here, written once for every consumer:
 * **Bad input is data.** Undecodable, invalid, unknown-version messages and the
   ones refused by defence in depth (retained or oversized events, a session id
   that does not match the topic, messages on topics it does not read, retained
-  state without a checkable stamp) go to the dead-letter topic and are counted.
+  state without a checkable stamp, a "status" that is not this session's engine
+  status) go to the dead-letter topic and are counted.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ paho_speedup.install()
 
 # The MQTT v5 user property the engine stamps on every events message.
 PUBLISHED_AT: Final = "published_at_ns"
+
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/lapcast`` (``~/.local/state/lapcast``): where checkpoints live."""
