@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import aiomqtt
 import msgspec
@@ -42,7 +42,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from consumers import checkpoint, paho_speedup
+from consumers import checkpoint, guard, paho_speedup
 from consumers.api import Consumer
 from consumers.backoff import Backoff
 from consumers.catchup_client import (
@@ -60,14 +60,7 @@ from consumers.publication import StateRenderer
 from consumers.sequencer import Offer, Sequencer
 from simulator import topics
 from simulator.connection import BrokerSettings
-from simulator.contract import (
-    CatchupReply,
-    CatchupRequest,
-    Event,
-    decode_message,
-    encode,
-    events_of,
-)
+from simulator.contract import CatchupReply, CatchupRequest, Event, encode
 from simulator.errors import ContractError, LapcastError
 
 __all__ = [
@@ -359,32 +352,14 @@ class ConsumerRunner:
             self._refuse(topic, payload, "not a topic this consumer reads events from")
 
     def _on_events(self, message: aiomqtt.Message, payload: bytes) -> None:
-        topic = self.events_topic
-        if message.retain:
-            self._refuse(topic, payload, "retained message on the events topic "
-                                         "(the engine never retains events)")
+        checked = guard.check_events(payload, retained=bool(message.retain),
+                                     session_id=self.session_id,
+                                     max_bytes=self.settings.max_payload_bytes)
+        if isinstance(checked, guard.Refusal):
+            self._reject(self.events_topic, payload, checked)
             return
-        if len(payload) > self.settings.max_payload_bytes:
-            self._refuse(topic, payload, f"oversized: {len(payload)} bytes, over the limit "
-                                         f"of {self.settings.max_payload_bytes}")
-            return
-        try:
-            decoded = decode_message(payload)
-        except ContractError as exc:
-            kind = ("unknown schema version" if "unknown schema version" in str(exc)
-                    else "does not decode or fails validation")
-            self._dead(topic, payload, f"{kind}: {exc}")
-            return
-        events = events_of(decoded)
-        for event in events:
-            if event.session_id != self.session_id:
-                self._refuse(topic, payload,
-                             f"session_id {event.session_id!r} of {type(event).__name__} seq "
-                             f"{event.seq} does not match the topic's session "
-                             f"{self.session_id!r}")
-                return
         published_at = _published_at(message)
-        for event in events:
+        for event in checked:
             self._offer(event, published_at)
 
     def _on_reply(self, message: aiomqtt.Message, payload: bytes) -> None:
@@ -401,24 +376,14 @@ class ConsumerRunner:
     def _on_status(self, payload: bytes, *, retained: bool = False) -> None:
         if not payload:
             return
-        try:
-            status = _status_decoder.decode(payload)
-        except msgspec.DecodeError as exc:
-            self._refuse(self.status_topic, payload, f"not an engine status: {exc}")
+        status = guard.check_status(payload, session_id=self.session_id)
+        if isinstance(status, guard.Refusal):
+            self._reject(self.status_topic, payload, status)
             return
         if status.state == "lost":
             self._engine_up = False  # the engine's last will
             return
-        # Only the engine's own status moves the head: anything else shaped like it
-        # (a catch-up reply steered onto this topic, another session's status) would
-        # send the consumer after events that do not exist.
-        if (status.type is not None or status.state not in _ENGINE_STATES
-                or status.session_id != self.session_id or status.epoch is None
-                or status.last_seq is None):
-            self._refuse(self.status_topic, payload,
-                         f"not this session's engine status (state {status.state!r}, "
-                         f"session {status.session_id!r}, type {status.type!r})")
-            return
+        assert status.epoch is not None and status.last_seq is not None
         epoch, last_seq = status.epoch, status.last_seq
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.
@@ -437,27 +402,12 @@ class ConsumerRunner:
         """Our retained state as the broker holds it: never trusted, only checked."""
         if payload == self._last_state or not payload:
             return
-        reason: str | None = None
-        try:
-            doc = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            reason = "retained state is not a JSON object"
-        elif doc.get("projection") != self.consumer.name or doc.get(
-            "session_id"
-        ) != self.session_id:
-            reason = "retained state names another projection or session"
-        elif not all(isinstance(doc.get(k), int) and doc[k] >= 0 for k in ("epoch", "seq")):
-            reason = "retained state has no (epoch, seq) stamp to check"
-        elif not self.sequencer.needs_sync and (doc["epoch"], doc["seq"]) > (
-            self.sequencer.head_epoch, self.sequencer.head_seq
-        ):
-            reason = (f"retained state stamped epoch {doc['epoch']} seq {doc['seq']}, beyond "
-                      f"the engine's log ({self.sequencer.head_epoch}, "
-                      f"{self.sequencer.head_seq})")
-        if reason is not None:
-            self._refuse(self.state_topic, payload, reason)
+        seq = self.sequencer
+        refusal = guard.check_own_state(
+            payload, projection=self.consumer.name, session_id=self.session_id,
+            head=None if seq.needs_sync else (seq.head_epoch, seq.head_seq))
+        if refusal is not None:
+            self._reject(self.state_topic, payload, refusal)
         # Whatever it is, our own fold's state replaces it at the next publication.
         self._force_state = True
         self._dirty.set()
@@ -565,6 +515,12 @@ class ConsumerRunner:
         await asyncio.sleep(0)
 
     # --- dead letters ----------------------------------------------------------------
+
+    def _reject(self, topic: str, payload: bytes, refusal: guard.Refusal) -> None:
+        if refusal.forged:
+            self._refuse(topic, payload, refusal.reason)
+        else:
+            self._dead(topic, payload, refusal.reason)
 
     def _refuse(self, topic: str, payload: bytes, reason: str) -> None:
         self.counters.refused += 1
@@ -732,23 +688,6 @@ class ConsumerRunner:
                 log.error("checkpoint failed", error=str(exc))
                 continue
             self._saved(snapshot[1])
-
-
-_ENGINE_STATES: Final = frozenset({"running", "paused", "finished", "stopped"})
-
-
-class _EngineStatus(msgspec.Struct):
-    """The fields of the engine's retained status the consumer relies on (others ignored)."""
-
-    state: str
-    session_id: str = ""
-    epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    # Set on contract messages (a CatchupReply has one), never on a status.
-    type: str | None = None
-
-
-_status_decoder: Final = msgspec.json.Decoder(_EngineStatus)
 
 
 def _published_at(message: aiomqtt.Message) -> int | None:

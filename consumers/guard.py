@@ -1,0 +1,126 @@
+"""Defence in depth: what a consumer accepts from the broker, checked before anything else.
+
+The broker's ACL decides who may publish where; these checks assume it can fail
+(a leaked password, a misconfigured broker, a buggy engine) and keep a consumer's
+projection to the session's log regardless. Each check is pure: it returns what
+is usable or a ``Refusal`` with its reason, and the runner dead-letters and
+counts the refusals.
+
+* Events come only from the session's events topic, never retained (the engine
+  never retains them), within a size limit, decodable, of a known schema version,
+  and stamped with the topic's session id.
+* The engine's status moves the consumer's idea of where the log ends only if it
+  is this session's engine status (not, say, a catch-up reply steered there).
+* The consumer's own retained state is never loaded; one it did not write is
+  checked for a stamp and always replaced by the consumer's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Final
+
+import msgspec
+
+from simulator.contract import Event, decode_message, events_of
+from simulator.errors import ContractError
+
+__all__ = [
+    "ENGINE_STATES",
+    "EngineStatus",
+    "Refusal",
+    "check_events",
+    "check_own_state",
+    "check_status",
+]
+
+ENGINE_STATES: Final = frozenset({"running", "paused", "finished", "stopped"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal:
+    """Why a message was not used. ``forged`` is defence in depth's (counted as refused),
+    as opposed to input that merely does not decode or validate."""
+
+    reason: str
+    forged: bool = True
+
+
+class EngineStatus(msgspec.Struct):
+    """The fields of the engine's retained status a consumer relies on (others ignored)."""
+
+    state: str
+    session_id: str = ""
+    epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # Set on contract messages (a CatchupReply has one), never on a status.
+    type: str | None = None
+
+
+_status_decoder: Final = msgspec.json.Decoder(EngineStatus)
+
+
+def check_events(payload: bytes, *, retained: bool, session_id: str,
+                 max_bytes: int) -> list[Event] | Refusal:
+    """The events of one message on the session's events topic, or why not."""
+    if retained:
+        return Refusal(reason="retained message on the events topic "
+                              "(the engine never retains events)")
+    if len(payload) > max_bytes:
+        return Refusal(reason=f"oversized: {len(payload)} bytes, over the limit of {max_bytes}")
+    try:
+        events = events_of(decode_message(payload))
+    except ContractError as exc:
+        kind = ("unknown schema version" if "unknown schema version" in str(exc)
+                else "does not decode or fails validation")
+        return Refusal(reason=f"{kind}: {exc}", forged=False)
+    for event in events:
+        if event.session_id != session_id:
+            return Refusal(reason=f"session_id {event.session_id!r} of {type(event).__name__} "
+                                  f"seq {event.seq} does not match the topic's session "
+                                  f"{session_id!r}")
+    return events
+
+
+def check_status(payload: bytes, *, session_id: str) -> EngineStatus | Refusal:
+    """This session's engine status (or its last will, state ``lost``), or why not.
+
+    Only the engine's own status may move the head: anything else shaped like it
+    would send the consumer after events that do not exist.
+    """
+    try:
+        status = _status_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        return Refusal(reason=f"not an engine status: {exc}")
+    if status.state == "lost":
+        return status
+    if (status.type is not None or status.state not in ENGINE_STATES
+            or status.session_id != session_id or status.epoch is None
+            or status.last_seq is None):
+        return Refusal(reason=f"not this session's engine status (state {status.state!r}, "
+                              f"session {status.session_id!r}, type {status.type!r})")
+    return status
+
+
+def check_own_state(payload: bytes, *, projection: str, session_id: str,
+                    head: tuple[int, int] | None) -> Refusal | None:
+    """A retained state on the consumer's own topic that it did not write: a reason to
+    refuse it, or None if it is at least well stamped (it is replaced either way).
+
+    ``head`` is the end of the engine's log, when known: a stamp beyond it is forged.
+    """
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        return Refusal(reason="retained state is not a JSON object")
+    if doc.get("projection") != projection or doc.get("session_id") != session_id:
+        return Refusal(reason="retained state names another projection or session")
+    stamp = (doc.get("epoch"), doc.get("seq"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stamp):
+        return Refusal(reason="retained state has no (epoch, seq) stamp to check")
+    if head is not None and stamp > head:
+        return Refusal(reason=f"retained state stamped epoch {stamp[0]} seq {stamp[1]}, "
+                              f"beyond the engine's log {head}")
+    return None
