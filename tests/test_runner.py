@@ -308,9 +308,12 @@ class TestBadInput:
         h.start("--max-payload-bytes", "4096")
         await h.ready()
         letters: list[dict[str, Any]] = []
-        dead = asyncio.create_task(wait_for(
-            h.url, topics.dead_letter(h.session_id),
-            lambda d: letters.append(d) or len(letters) == 7))
+
+        def collect(letter: dict[str, Any]) -> bool:
+            letters.append(letter)
+            return len(letters) == 7
+
+        dead = asyncio.create_task(wait_for(h.url, topics.dead_letter(h.session_id), collect))
         await asyncio.sleep(0.3)
         template = msgspec.json.decode(encode(events[5]))
         forged = msgspec.structs.replace(events[5], session_id="someone-else")

@@ -76,7 +76,8 @@ class Replay:
 
     def expected(self) -> dict[str, Any]:
         """`lapcast fold` of the engine's journal: snake_case name -> view."""
-        return _plain(fold_source(str(self.journal)).views())
+        views: dict[str, Any] = _plain(fold_source(str(self.journal)).views())
+        return views
 
     async def final_state(self, name: str, seq: int) -> Any:
         doc = await wait_for(self.url, topics.state(self.session_id, name),
