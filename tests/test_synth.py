@@ -296,6 +296,8 @@ class TestSpec:
             parse_spec("synth:classes=HYPERCAR:F1")
         with pytest.raises(SourceError, match="cars must be 1"):
             parse_spec("synth:cars=0")
+        with pytest.raises(SourceError, match="qualifying: laps is each car's budget, at least 3"):
+            parse_spec("synth:session=qualifying,laps=2")
 
 
 class TestCli:

@@ -69,6 +69,9 @@ class SynthSpec:
         if self.session not in ("race", "qualifying"):
             raise SourceError(where, f"session must be race or qualifying, not "
                               f"{self.session!r}")
+        if self.session == "qualifying" and self.laps < 3:
+            raise SourceError(where, f"qualifying: laps is each car's budget, at least 3 "
+                              f"(out-lap, flying lap, in-lap), not {self.laps}")
         if not self.retirements >= 0:
             raise SourceError(where, f"retirements must be 0 or more, not {self.retirements}")
         for name in ("fcy", "sc"):
