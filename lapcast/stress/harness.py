@@ -156,6 +156,7 @@ class _Run:
         self.consumers: dict[str, Child] = {}
         self.engine: Child | None = None
         self.errors: list[str] = []
+        self.total = 0  # events in the field, once generated
         self.failed = False
         self.started = time.monotonic()
 
@@ -165,6 +166,7 @@ class _Run:
         s = self.s
         self._fresh()
         total, session_ms, generate_s = self._generate()
+        self.total = total
         broker = self._broker()
         env = _child_env(broker)
         client_env = mosquitto_env(broker, self.dir / "mosquitto-clients")
@@ -481,7 +483,8 @@ class _Run:
                         "rss_mb": None if child is None else child.peak_so_far_mb(),
                     }
         self.on_progress(Progress(phase=phase, elapsed_s=time.monotonic() - self.started,
-                                  total=total, received=received, rate_1s=rate_1s,
+                                  total=total or self.total, received=received,
+                                  rate_1s=rate_1s,
                                   consumers=consumers))
 
     def cleanup(self) -> None:
