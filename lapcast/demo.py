@@ -147,13 +147,6 @@ class Supervisor:
             tail = child.tail()
             raise DemoError(_ended(child.name, code) + (f":\n{tail}" if tail else ""))
 
-    def pids(self) -> list[int]:
-        """Every process the demo started and that still runs."""
-        procs = [c.proc for c in self.children]
-        if self.broker is not None and self.broker.proc is not None:
-            procs.append(self.broker.proc)
-        return [p.pid for p in procs if p.poll() is None]
-
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop every child: the lapcast processes together, then the broker.
 

@@ -102,8 +102,8 @@ class Board:
 
 def _side_by_side(console: Console, options: ConsoleOptions, left: RenderableType,
                   right: RenderableType) -> Iterator[Segment]:
-    """Two columns, drawn line by line: a grid would measure every cell first, doubling
-    the cost of a frame."""
+    """Two columns of fixed widths, pasted line by line: the right one is as wide as the
+    championship's crews need, whatever the terminal, and the tables take the rest."""
     right_width = min(_RIGHT_WIDTH, options.max_width * 2 // 5)
     left_width = options.max_width - right_width - 1
     left_lines = console.render_lines(left, options.update_width(left_width), pad=True)

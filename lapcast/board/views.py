@@ -16,7 +16,6 @@ from simulator.contract import SessionStarted, decode_event
 from simulator.errors import ContractError
 
 __all__ = [
-    "PROJECTIONS",
     "ChampionshipView",
     "ClassPole",
     "ConsumerHealth",
@@ -34,10 +33,6 @@ __all__ = [
     "decode_running_order",
     "decode_status",
 ]
-
-# The projections the board shows, by their topic names.
-PROJECTIONS = ("running-order", "class-poles", "championship")
-
 
 class RunningOrderRow(msgspec.Struct, frozen=True, kw_only=True):
     car: str
