@@ -7,20 +7,17 @@ from typing import Any
 
 from lapcast.cli.board_cmd import positive_fps
 from lapcast.demo import DEFAULT_SOURCE, DemoSettings, resolve_source, run_demo
+from simulator.replay.control import parse_speed
 
 __all__ = ["register"]
 
 
 def speed(text: str) -> str:
-    if text == "max":
-        return text
+    """Checked as ``lapcast replay --speed`` checks it, then passed on as given."""
     try:
-        value = float(text)
-    except ValueError:
-        message = f"not a speed: {text!r} (a factor above 0, or max)"
-        raise argparse.ArgumentTypeError(message) from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"speed must be above 0, not {text}")
+        parse_speed(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
