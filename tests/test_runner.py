@@ -262,7 +262,7 @@ class TestCatchup:
         for event in events:
             journal.append(event.epoch, event.seq, encode(event))
         journal.sync()
-        service = CatchupService(journal, current_epoch=lambda: 1)
+        service = CatchupService(journal, current_epoch=lambda: 1, session_id=h.session_id)
         async with TestPublisher(h.url, h.session_id) as pub, \
                 parse_broker_url(h.url).client() as engine:
             await pub.events(events[8:])  # 1..8 were lost on the wire

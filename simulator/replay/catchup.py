@@ -27,6 +27,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from simulator import topics
 from simulator.contract import CatchupReply, CatchupRequest
 from simulator.journal import JournalWriter
 
@@ -55,8 +56,12 @@ class CatchupService:
     """Answers catch-up requests from a journal the engine keeps writing."""
 
     def __init__(self, journal: JournalWriter, *, current_epoch: Callable[[], int],
-                 chunk_events: int = CHUNK_EVENTS) -> None:
+                 session_id: str, chunk_events: int = CHUNK_EVENTS) -> None:
         self.journal = journal
+        # Replies go only below this prefix: the engine's user may write events, meta
+        # and status, so a request naming one of those as its response topic would
+        # otherwise make the engine forge them (a consumer's user could steer it).
+        self.reply_prefix = topics.catchup_reply_prefix(session_id) + "/"
         self.current_epoch = current_epoch
         self.chunk_events = chunk_events
         self.requests_served = 0
@@ -99,6 +104,11 @@ class CatchupService:
         if not response_topic:
             log.warning("catch-up request without a response topic ignored",
                         topic=str(message.topic))
+            return
+        if not response_topic.startswith(self.reply_prefix) or any(
+                c in response_topic for c in "+#"):
+            log.warning("catch-up request refused: response topic outside the reply tree",
+                        response_topic=response_topic, expected_prefix=self.reply_prefix)
             return
         out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         correlation = getattr(props, "CorrelationData", None)

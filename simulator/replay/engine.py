@@ -557,7 +557,8 @@ class ReplayEngine:
                                      fsync_interval_s=s.fsync_interval_s)
         self.epoch = self.journal.last_epoch + 1
         self._cursor = _Cursor(self.source, self.epoch)
-        self.catchup = CatchupService(self.journal, current_epoch=lambda: self.epoch)
+        self.catchup = CatchupService(self.journal, current_epoch=lambda: self.epoch,
+                                       session_id=self.session_id)
         log.info("replay starting", session=self.session_id, events=self.total_events,
                  epoch=self.epoch, broker=s.broker.describe(), journal=str(s.journal_path))
         fsync = asyncio.create_task(self._fsync_loop())
