@@ -337,6 +337,7 @@ def decode_event(payload: bytes, encoding: Encoding | None = None) -> Event:
     """Decode exactly one event (a journal line, for example)."""
     enc = encoding or _sniff(payload)
     try:
+        event: Event
         if enc == "json":
             event = _json_event_decoder.decode(payload)
         else:
