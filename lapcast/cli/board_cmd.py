@@ -7,9 +7,8 @@ import asyncio
 from typing import Any
 
 from lapcast.board import BoardSettings, run_board
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
 from simulator.errors import LapcastError
-from simulator.topics import validate_session_id
 
 __all__ = ["register"]
 
@@ -24,13 +23,6 @@ def positive_fps(text: str) -> float:
     return value
 
 
-def session_id(text: str) -> str:
-    try:
-        return validate_session_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "board", help="the live timing board in the terminal",
@@ -39,7 +31,7 @@ def register(subparsers: Any) -> None:
         "is complete at once when started late.",
     )
     add_broker_options(parser)
-    parser.add_argument("--session", required=True, type=session_id, metavar="ID",
+    parser.add_argument("--session", required=True, type=session_id_arg, metavar="ID",
                         help="the session to show")
     parser.add_argument("--fps", type=positive_fps, default=8.0, metavar="N",
                         help="redraws per second at most (default 8)")

@@ -11,8 +11,9 @@ from simulator.connection import (
     BrokerSettings,
     parse_broker_url,
 )
+from simulator.topics import validate_session_id
 
-__all__ = ["add_broker_options", "broker_settings"]
+__all__ = ["add_broker_options", "broker_settings", "session_id_arg"]
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -31,3 +32,11 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
 def broker_settings(args: argparse.Namespace) -> BrokerSettings:
     return parse_broker_url(args.broker, username=args.username, password=args.password,
                             ca_file=args.ca_file)
+
+
+def session_id_arg(text: str) -> str:
+    """argparse type for a session id: one topic level (checked before anything connects)."""
+    try:
+        return validate_session_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

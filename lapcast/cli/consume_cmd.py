@@ -14,7 +14,7 @@ from pathlib import Path
 
 from consumers.registry import load_consumer
 from consumers.runner import ConsumerRunner, RunnerSettings, default_state_dir
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
 
 __all__ = ["register"]
 
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "under the entry-point group lapcast.consumers (see `lapcast "
                              "consumers`), or module:attr")
     add_broker_options(parser)
-    parser.add_argument("--session", required=True, metavar="ID", help="session id to follow")
+    parser.add_argument("--session", required=True, type=session_id_arg, metavar="ID",
+                        help="session id to follow")
     parser.add_argument("--journal", type=Path, metavar="PATH",
                         help="catch up from the engine's journal file instead of its "
                              "catch-up service")
