@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
+import pytest
 import structlog
 
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
 from simulator.connection import parse_broker_url
-from simulator.contract import decode_message
+from simulator.contract import decode_message, events_of
+from simulator.errors import LapcastError
 from simulator.replay import ReplayEngine, ReplaySettings
 from simulator.replay.pacing import ManualClock
 from simulator.replay.testing import Recorder, generated_source
@@ -185,3 +187,66 @@ class TestInjectedClock:
         assert [a - b for a, b in zip(after, before, strict=True)] == [1.0] * 10  # type: ignore[operator]
         assert list(engine.stats.lateness_ms) == [0.0] * len(engine.stats.lateness_ms)
         assert len(engine.stats.lateness_ms) == engine.total_events
+
+
+def _lingered_groups(times: list[int], *, linger_ms: int, batch: int) -> list[int]:
+    """Message sizes the engine must send: each message takes the events due within
+    ``linger_ms`` of its first event's deadline, at most ``batch`` of them."""
+    sizes, i = [], 0
+    while i < len(times):
+        j = i
+        while j < len(times) and j - i < batch and times[j] <= times[i] + linger_ms:
+            j += 1
+        sizes.append(j - i)
+        i = j
+    return sizes
+
+
+class TestLinger:
+    async def _run(self, broker: MosquittoProcess, session_id: str, tmp_path: Path, *,
+                   linger_ms: float, batch: int) -> tuple[ReplayEngine, list[int], list[int]]:
+        # 8 cars 1 ms apart on each lap: events at 1000..1007, 2000..2014, 3000..3021 ms.
+        source = generated_source(session_id, cars=8, laps=3, lap_ms=1_000, spread_ms=1)
+        times = [e.session_time_ms for e in source.events()]
+        clock = ManualClock(500.0, auto_advance=True)
+        engine = ReplayEngine(source, ReplaySettings(
+            broker=parse_broker_url(broker.url), journal_path=tmp_path / "l.jsonl",
+            speed=1.0, batch=batch, linger_ms=linger_ms, exit_when_done=True), clock=clock)
+        topic = topics.events(session_id)
+        async with Recorder(parse_broker_url(broker.url), [topic]) as recorder:
+            await asyncio.wait_for(engine.run(), 20)
+            await recorder.wait_for(lambda r: len(r.events(topic)) == len(times))
+            sizes = [len(events_of(decode_message(m.payload))) for m in recorder.on(topic)]
+        return engine, times, sizes
+
+    async def test_events_due_within_the_linger_share_a_message(
+            self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
+        engine, times, sizes = await self._run(broker, session_id, tmp_path,
+                                               linger_ms=5, batch=64)
+        assert sizes == _lingered_groups(times, linger_ms=5, batch=64)
+        assert len(sizes) < len(set(times))  # fewer messages than instants
+        # Each message leaves exactly linger_ms after its first event's deadline: no
+        # event waits longer than that.
+        assert engine.stats.lateness_ms
+        assert all(abs(late - 5.0) < 1e-6 for late in engine.stats.lateness_ms)
+
+    async def test_a_full_batch_goes_at_once_and_the_rest_follows(
+            self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
+        _, times, sizes = await self._run(broker, session_id, tmp_path, linger_ms=10, batch=4)
+        assert max(sizes) == 4
+        assert sizes == _lingered_groups(times, linger_ms=10, batch=4)
+
+    async def test_no_linger_sends_each_instant_on_its_own(
+            self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
+        engine, times, sizes = await self._run(broker, session_id, tmp_path,
+                                               linger_ms=0, batch=64)
+        assert sizes == _lingered_groups(times, linger_ms=0, batch=64)
+        assert all(late == 0.0 for late in engine.stats.lateness_ms)
+
+    def test_a_linger_outside_0_to_1000_ms_is_refused(self, session_id: str,
+                                                      tmp_path: Path) -> None:
+        source = generated_source(session_id, cars=1, laps=1)
+        with pytest.raises(LapcastError, match="--linger-ms 1500: from 0 to 1000"):
+            ReplayEngine(source, ReplaySettings(
+                broker=parse_broker_url("mqtt://127.0.0.1:1"), journal_path=tmp_path / "x",
+                batch=8, linger_ms=1500))

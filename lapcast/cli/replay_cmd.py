@@ -85,6 +85,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="session id (topic level) instead of the source's")
     parser.add_argument("--batch", type=_positive, default=1, metavar="N",
                         help="pack up to N consecutive due events per message (default 1)")
+    parser.add_argument("--linger-ms", type=float, default=0.0, metavar="MS",
+                        help="with --batch above 1 and a speed: once an event falls due, "
+                             "wait up to MS ms for later ones to share its message "
+                             "(default 0)")
     parser.add_argument("--window", type=_positive, default=64, metavar="N",
                         help="unacknowledged QoS 1 messages in flight at most (default 64)")
     parser.add_argument("--encoding", choices=("json", "msgpack"), default="json",
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         speed=args.speed,
         start_ms=args.start,
         batch=args.batch,
+        linger_ms=args.linger_ms,
         window=args.window,
         encoding=args.encoding,
         exit_when_done=args.exit_when_done,

@@ -73,6 +73,10 @@ class ReplaySettings:
     start_ms: int = 0
     # Up to this many consecutive due events per message (a ``Batch`` when above 1).
     batch: int = 1
+    # Paced runs with batch > 1: once an event falls due, wait up to this long for
+    # later ones to share its message (fewer, fuller messages for every subscriber
+    # to handle; each event is at most this much later).
+    linger_ms: float = 0.0
     # Unacknowledged QoS 1 messages in flight at most.
     window: int = 64
     encoding: Encoding = "json"
@@ -150,6 +154,8 @@ class ReplayEngine:
                  clock: Clock | None = None) -> None:
         if settings.batch < 1:
             raise LapcastError(f"--batch {settings.batch}: must be at least 1")
+        if not 0 <= settings.linger_ms <= 1000:
+            raise LapcastError(f"--linger-ms {settings.linger_ms:g}: from 0 to 1000")
         self.source = source
         self.settings = settings
         self.session_id = topics.validate_session_id(source.session_id)
@@ -359,6 +365,8 @@ class ReplayEngine:
                 continue
             if not await pacer.wait_due(event.session_time_ms):
                 continue
+            if not await self._linger(event):
+                continue
             await delivery.reserve()
             # A command may have come in while we waited for a slot: look again.
             event = cursor.peek()
@@ -366,6 +374,19 @@ class ReplayEngine:
                 delivery.release()
                 continue
             self._send_due(cursor)
+
+    async def _linger(self, first: Event) -> bool:
+        """Wait ``linger_ms`` past ``first``'s deadline for more events to batch with it.
+
+        False if a command changed the pacing meanwhile (look again). The events due by
+        then go in one message (up to ``batch``; the rest right after, being due).
+        """
+        settings, pacer = self.settings, self.pacer
+        speed = pacer.speed
+        if settings.linger_ms <= 0 or settings.batch < 2 or speed is None:
+            return True
+        # The session time that falls due linger_ms after the first event.
+        return await pacer.wait_due(first.session_time_ms + settings.linger_ms * speed)
 
     def _send_due(self, cursor: _Cursor) -> None:
         """Take the due events (up to ``batch``), journal them, publish one message.

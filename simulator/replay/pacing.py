@@ -123,7 +123,7 @@ class Pacer:
     def paused(self) -> bool:
         return self._paused_at is not None
 
-    def deadline(self, session_ms: int) -> float | None:
+    def deadline(self, session_ms: float) -> float | None:
         """Clock time at which ``session_ms`` falls due; None under ``max``."""
         if self._speed is None:
             return None
@@ -139,7 +139,7 @@ class Pacer:
         """Where the session clock stands now (frozen while paused)."""
         return int(self._position(self.clock.now()))
 
-    def is_due(self, session_ms: int, now: float | None = None) -> bool:
+    def is_due(self, session_ms: float, now: float | None = None) -> bool:
         if self._paused_at is not None:
             return False
         deadline = self.deadline(session_ms)
@@ -195,7 +195,7 @@ class Pacer:
 
     # --- waiting ----------------------------------------------------------------------
 
-    async def wait_due(self, session_ms: int) -> bool:
+    async def wait_due(self, session_ms: float) -> bool:
         """Wait until ``session_ms`` is due (True) or something changed (False: look again)."""
         if self._paused_at is not None:
             await self.wait_change()
