@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import os
+import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Final, Self
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -120,6 +121,10 @@ class BrokerSettings:
             "identifier": identifier,
             "username": self.username,
             "password": self.password,
+            # Nagle's algorithm holds a small write while an earlier one is unacknowledged,
+            # and Linux delays that ACK up to 40 ms: a state, its changes and a health
+            # message written in a row would wait for it whenever the link is quiet.
+            "socket_options": NO_DELAY,
         }
         if self.tls:
             kwargs["tls_context"] = self.tls_context()
@@ -130,6 +135,10 @@ class BrokerSettings:
         """A connected-on-``async with`` client whose refusals raise ``BrokerError``."""
         return CheckedClient(broker=self.describe(),
                              **self.client_kwargs(identifier=identifier, **extra))
+
+
+# TCP_NODELAY on every client socket (aiomqtt's socket_options): see client_kwargs.
+NO_DELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def _is_loopback(host: str) -> bool:

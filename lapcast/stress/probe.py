@@ -9,6 +9,7 @@ document (``epoch``, ``seq``, ``published_at_ns``) and the health documents whol
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from simulator import topics
-from simulator.connection import BrokerSettings
+from simulator.connection import NO_DELAY, BrokerSettings
 
 __all__ = ["ConsumerTrace", "Probe"]
 
@@ -76,6 +77,10 @@ class Probe:
 
     def start(self, timeout: float = 10.0) -> None:
         self._client.connect(self._host, self._port, keepalive=30)
+        sock = self._client.socket()
+        # As every lapcast client: no Nagle delay in the arrival stamps.
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(*NO_DELAY[0])
         self._client.loop_start()
         qos1 = SubscribeOptions(qos=1)
         wanted = [(self.status_topic, qos1)]
