@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,33 @@ FRAGILE = Consumer(name="laps", description="laps per car, with a bug", initial=
 
 HOOKED = Consumer(name="laps", description="laps per car, with a hook", initial=dict,
                   apply=_count, on_changes=_record_changes)
+
+
+def _busy(seconds: float) -> None:
+    # CPU time, as a big state's rendering or pickling takes (a sleep would yield).
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+SLOW_S = 0.04  # how long this stand-in for a 10,000-car state renders and pickles
+
+
+class SlowLaps(dict[str, int]):
+    """Laps per car that take ``SLOW_S`` to pickle (a checkpoint)."""
+
+    def __reduce__(self) -> Any:
+        _busy(SLOW_S)
+        return (SlowLaps, (dict(self),))
+
+
+def _slow_view(laps: SlowLaps) -> dict[str, int]:
+    _busy(SLOW_S)
+    return dict(laps)
+
+
+SLOW = Consumer(name="laps", description="laps per car, a state slow to render and pickle",
+                initial=SlowLaps, apply=_count, view=_slow_view)
 
 
 def offline(events: list[Event]) -> Any:
@@ -213,6 +242,45 @@ class TestLiveFold:
         async with asyncio.timeout(10):  # the hook runs just after the publication
             while merged() != offline(events):
                 await asyncio.sleep(0.05)
+
+
+class TestBudgets:
+    async def test_a_state_slow_to_render_and_pickle_does_not_starve_the_fold(
+            self, harness: Harness) -> None:
+        """A render of 40 ms stretches the coalescing to 5 x 40 ms, a pickle of 40 ms
+        spaces checkpoints by 10 x 40 ms, however small --publish-ms and
+        --checkpoint-events are: the stream is folded as it comes, to the same end."""
+        h = harness
+        events = generated_events(h.session_id, cars=10, laps=40)  # 402 events
+        h.start("--publish-ms", "1", "--checkpoint-events", "1", "--checkpoint-ms", "1",
+                name="test_runner:SLOW")
+        await h.ready()
+        arrivals: list[tuple[float, int]] = []
+
+        def collect(doc: dict[str, Any]) -> bool:
+            arrivals.append((time.monotonic(), doc["seq"]))
+            return bool(doc["seq"] >= len(events))
+
+        watcher = asyncio.create_task(wait_for(h.url, h.state_topic, collect))
+        await asyncio.sleep(0.3)  # the watcher subscribes
+        started = time.monotonic()
+        async with TestPublisher(h.url, h.session_id) as pub:
+            # About 2 s of stream: 5 events every 25 ms.
+            await publish_live(pub, h, events, batch=5, pause_every=1, pause_s=0.025)
+            published = time.monotonic()
+            await pub.status(epoch=1, last_seq=len(events), state="finished")
+        doc = await watcher
+        assert doc["state"] == offline(events)
+        # Kept up: the last state came within a few renders of the last event.
+        assert arrivals[-1][0] - published < 1.0
+        live = [t for t, _ in arrivals if t >= started]
+        gaps = [b - a for a, b in itertools.pairwise(live)]
+        assert len(gaps) >= 3
+        assert min(gaps) >= 0.8 * 5 * SLOW_S, gaps  # not every 1 ms
+        health = await h.health_where(lambda d: d["last_seq"] == len(events))
+        seconds = published - started
+        # Not one a millisecond (or one an event): at most one per 10 x 40 ms, plus the first.
+        assert 1 <= health["checkpoints"] <= seconds / (10 * SLOW_S) + 2, (health, seconds)
 
 
 class TestCatchup:
