@@ -55,11 +55,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "(default 20000), or max")
     parser.add_argument("--batch", type=int, default=64, metavar="N",
                         help="engine: up to N events per message (default 64)")
-    parser.add_argument("--window", type=int, default=1, metavar="N",
-                        help="engine: QoS 1 messages in flight (default 1: it waits for each "
-                             "acknowledgement and batches what fell due meanwhile, so a paced "
-                             "run sends full batches; 64 gives the most at --rate max). "
-                             "mosquitto_pub always gets 64")
+    parser.add_argument("--window", type=int, default=64, metavar="N",
+                        help="engine: QoS 1 messages in flight (default 64, as "
+                             "mosquitto_pub gets)")
+    parser.add_argument("--linger-ms", type=float, default=3.0, metavar="MS",
+                        help="engine: once an event falls due, wait up to MS ms for later "
+                             "ones to share its message (default 3; 0: each instant's "
+                             "events in a message of their own). Ignored at --rate max, "
+                             "where batches are full anyway")
     parser.add_argument("--publish-ms", type=int, default=20, metavar="N",
                         help="consumers: publish the state at most every N ms (default 20)")
     parser.add_argument("--consumers", default=",".join(BUILTIN), metavar="A,B",
@@ -84,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     settings = StressSettings(
         spec=spec_from_options(args), rate=args.rate, batch=args.batch,
+        linger_ms=args.linger_ms,
         publish_ms=args.publish_ms, window=args.window,
         broker=broker_settings(args) if args.broker else None,
         consumers=tuple(c.strip() for c in args.consumers.split(",") if c.strip()),
@@ -134,7 +138,8 @@ def print_report(report: StressReport, console: Console) -> None:
     speed = "max" if report.speed is None else f"{report.speed:,.1f}x"
     console.print(f"[bold]lapcast stress[/] {report.spec}: {report.events:,} events "
                   f"(generated in {report.generate_s:.1f} s), target {target} (speed {speed}), "
-                  f"batch {report.batch}, consumers publish every {report.publish_ms} ms, "
+                  f"batch {report.batch}, window {report.window}, linger "
+                  f"{report.linger_ms:g} ms, consumers publish every {report.publish_ms} ms, "
                   f"broker {report.broker}")
     e = report.engine
     rates = Table(title="Throughput", title_justify="left")

@@ -90,8 +90,9 @@ class StressSettings:
     spec: SynthSpec
     rate: float | None = 20_000.0  # events/s the engine aims at; None: max
     batch: int = 64
+    linger_ms: float = 3.0  # the engine's; see lapcast stress --help
     publish_ms: int = 20  # the consumers' coalescing interval
-    window: int = 1  # the engine's; see lapcast stress --help
+    window: int = 64  # the engine's
     broker: BrokerSettings | None = None  # None: a private Mosquitto
     consumers: tuple[str, ...] = BUILTIN
     workdir: Path | None = None  # None: a temporary folder, removed unless keep
@@ -105,6 +106,8 @@ class StressSettings:
         for name in ("batch", "publish_ms", "window"):
             if getattr(self, name) < 1:
                 raise LapcastError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 <= self.linger_ms <= 1000:
+            raise LapcastError(f"--linger-ms {self.linger_ms:g}: from 0 to 1000")
 
 
 @dataclass(kw_only=True)
@@ -211,6 +214,7 @@ class _Run:
             spec=s.spec.text(), session_id=self.session_id, events=total,
             session_ms=session_ms, generate_s=round(generate_s, 2), rate_target=s.rate,
             speed=None if speed is None else round(speed, 3), batch=s.batch,
+            window=s.window, linger_ms=s.linger_ms,
             publish_ms=s.publish_ms, broker=broker.describe(), engine=engine_figures,
             consumers=figures, latency=Latency.of(all_latencies),
             journal_events=journal_events, journal_matches_log=journal_ok,
@@ -285,6 +289,7 @@ class _Run:
             "--journal", str(self.journal_path),
             "--speed", "max" if speed is None else f"{speed:.6g}",
             "--batch", str(self.s.batch), "--window", str(self.s.window),
+            "--linger-ms", f"{self.s.linger_ms:g}",
         )
         self.engine = Child("engine", argv, self.dir / "engine.log", env=env)
 

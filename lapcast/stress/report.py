@@ -105,6 +105,8 @@ class StressReport:
     rate_target: float | None  # events/s; None: max
     speed: float | None  # the engine's --speed that aims at the rate; None: max
     batch: int
+    window: int
+    linger_ms: float  # the engine's: paced batches wait up to this for later events
     publish_ms: int
     broker: str
     engine: EngineFigures
