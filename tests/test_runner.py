@@ -276,7 +276,9 @@ class TestBudgets:
         live = [t for t, _ in arrivals if t >= started]
         gaps = [b - a for a, b in itertools.pairwise(live)]
         assert len(gaps) >= 3
-        assert min(gaps) >= 0.8 * 5 * SLOW_S, gaps  # not every 1 ms
+        # Every 5 x 40 ms, not every 1 ms (the median: one arrival can be late).
+        assert sorted(gaps)[len(gaps) // 2] >= 0.8 * 5 * SLOW_S, gaps
+        assert len(live) <= (arrivals[-1][0] - started) / (5 * SLOW_S) + 2, gaps
         health = await h.health_where(lambda d: d["last_seq"] == len(events))
         seconds = published - started
         # Not one a millisecond (or one an event): at most one per 10 x 40 ms, plus the first.
