@@ -1,4 +1,4 @@
-"""Nagle's algorithm is off on both ends of every connection lapcast makes.
+"""Nagle's algorithm is off on both ends of lapcast's connections (the engine's excepted).
 
 With Nagle on, a small packet written while an earlier one is unacknowledged waits
 for that ACK, which Linux delays by up to 40 ms on a quiet link: the tail of the
@@ -14,6 +14,8 @@ from pathlib import Path
 from lapcast.mosquitto import CONFIG_DIR, MosquittoProcess
 from lapcast.stress.probe import Probe
 from simulator.connection import parse_broker_url
+from simulator.replay import ReplayEngine, ReplaySettings
+from simulator.replay.testing import generated_source
 
 
 def _settings(conf: Path) -> dict[str, str]:
@@ -51,3 +53,11 @@ class TestClients:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         finally:
             probe.stop()
+
+    def test_the_engine_keeps_nagle_for_its_qos1_stream(self, session_id: str,
+                                                        tmp_path: Path) -> None:
+        """The exception: every events message is QoS 1, so the broker's PUBACK returns
+        the TCP ACK at once; Nagle only packs back-to-back messages (bench/replay.py)."""
+        engine = ReplayEngine(generated_source(session_id, cars=1, laps=1), ReplaySettings(
+            broker=parse_broker_url("mqtt://127.0.0.1:1"), journal_path=tmp_path / "j"))
+        assert engine._client_kwargs()["socket_options"] == ()
