@@ -33,6 +33,7 @@ from rich.console import Console
 from consumers.registry import BUILTIN
 from lapcast.board import BoardSettings, run_board
 from lapcast.mosquitto import MosquittoProcess
+from lapcast.tether import tethered
 from simulator.connection import parse_broker_url
 from simulator.errors import LapcastError
 
@@ -116,7 +117,8 @@ class Supervisor:
 
     def start_broker(self) -> str:
         """A private Mosquitto (``broker-config/dev.conf``) on a free port; its URL."""
-        self.broker = MosquittoProcess(config="dev.conf", workdir=self.workdir / "broker")
+        self.broker = MosquittoProcess(config="dev.conf", workdir=self.workdir / "broker",
+                                       tether=True)
         self.broker.start()
         return self.broker.url
 
@@ -124,7 +126,8 @@ class Supervisor:
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                # Tethered: a demo killed with SIGKILL still takes its children along.
+                tethered(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 # Its own session and process group: the terminal's Ctrl-C reaches only
                 # the demo, which stops the children in order.
                 start_new_session=True,

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lapcast.tether import tethered
 from simulator.errors import LapcastError
 
 __all__ = ["CONFIG_DIR", "MosquittoProcess", "find_mosquitto", "free_port"]
@@ -73,6 +74,9 @@ class MosquittoProcess:
     config_path: Path | None = None
     # Ports (as used, not as in the template) of the listeners that speak TLS.
     tls_ports: set[int] = field(default_factory=set)
+    # SIGTERM to the broker when this process dies, even by SIGKILL (lapcast.tether);
+    # start it from the main thread then.
+    tether: bool = False
 
     @property
     def port(self) -> int:
@@ -127,8 +131,9 @@ class MosquittoProcess:
         assert self.workdir is not None
         log = self.workdir / "mosquitto.log"
         with log.open("ab") as out:
+            argv = [binary, "-c", str(self.config_path)]
             self.proc = subprocess.Popen(
-                [binary, "-c", str(self.config_path)], stdout=out, stderr=subprocess.STDOUT,
+                tethered(argv) if self.tether else argv, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         for port in self.ports.values():

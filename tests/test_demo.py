@@ -228,6 +228,18 @@ class TestDemoCommand:
         assert len(started) >= 5
         assert not [pid for pid in started if alive(pid)]
 
+    def test_sigkill_of_the_demo_still_stops_its_children(self) -> None:
+        """SIGKILL cannot be caught: the children, tethered (lapcast.tether), get SIGTERM
+        from the kernel when the demo dies, and nothing is left running."""
+        code, _, _, started = self._run("--speed", "1", act=lambda proc, _: proc.kill(),
+                                        timeout=60)
+        assert code == -signal.SIGKILL
+        assert len(started) >= 5
+        deadline = time.monotonic() + 15
+        while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [f"{pid}: {cmdline(pid)}" for pid in started if alive(pid)]
+
     def test_dead_consumer_is_named_and_the_rest_stopped(self) -> None:
         """A consumer killed under the demo ends it, named, and takes nothing else down late."""
         def kill_championship(proc: subprocess.Popen[str], started: set[int]) -> None:

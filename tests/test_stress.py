@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from test_demo import alive, cmdline, descendants
 
 from lapcast.stress.harness import StressSettings, _Run
 from lapcast.stress.probe import ConsumerTrace
@@ -74,6 +77,29 @@ class TestStressRun:
         # ~15 events fall due in 3 ms at this rate; without the linger most instants
         # (cars cross the line one at a time) would be a message of their own.
         assert engine["messages"] * 4 < engine["events"], engine
+
+    def test_sigkill_of_a_run_still_stops_its_children(self, tmp_path: Path) -> None:
+        """A stress run killed with SIGKILL leaves no broker, engine or consumer behind."""
+        run = subprocess.Popen(
+            [*CLI, "stress", "--laps", "3000", "--pub-messages", "0", "--no-progress",
+             "--workdir", str(tmp_path / "run")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started: set[int] = set()
+        try:
+            deadline = time.monotonic() + 60
+            # mosquitto, mosquitto_sub, three consumers and the engine
+            while (len(started) < 6 or not any("lapcast replay" in cmdline(p) for p in started)
+                   ) and time.monotonic() < deadline:
+                started |= descendants(run.pid)
+                time.sleep(0.1)
+            assert len(started) >= 6, [cmdline(p) for p in started]
+        finally:
+            run.kill()
+            run.wait()
+        deadline = time.monotonic() + 15
+        while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [f"{pid}: {cmdline(pid)}" for pid in started if alive(pid)]
 
     def test_table_names_the_figures(self, tmp_path: Path) -> None:
         """Without --json: throughput, consumers, memory, journal and the verdict."""

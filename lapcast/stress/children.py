@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lapcast.tether import tethered
+
 __all__ = ["Child", "Usage", "vm_hwm_mb"]
 
 
@@ -49,7 +51,8 @@ class Child:
         self.argv = argv
         self.log = log
         with log.open("ab") as out, (errors or log).open("ab") as err:
-            self.proc = subprocess.Popen(argv, stdout=out,
+            # Tethered: a stress run killed with SIGKILL still takes its children along.
+            self.proc = subprocess.Popen(tethered(argv), stdout=out,
                                          stderr=err if errors else subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
                                          env=env)

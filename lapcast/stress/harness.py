@@ -252,7 +252,8 @@ class _Run:
         if self.s.broker is not None:
             return self.s.broker
         self._on_phase("starting mosquitto", 0)
-        self.broker_proc = MosquittoProcess(config="dev.conf", workdir=self.dir / "broker")
+        self.broker_proc = MosquittoProcess(config="dev.conf", workdir=self.dir / "broker",
+                                            tether=True)
         self.broker_proc.start()
         return parse_broker_url(self.broker_proc.url)
 
