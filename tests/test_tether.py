@@ -1,4 +1,4 @@
-"""Tethered children: SIGTERM when their parent dies, even by SIGKILL (Linux)."""
+"""Tethered children: SIGTERM when their parent dies, even by SIGKILL (Linux's PDEATHSIG)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_demo import alive
 
 from lapcast.tether import tethered
-
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="PR_SET_PDEATHSIG is Linux's")
 
 # A parent that starts one tethered child (which notes SIGTERM in a file), prints its
 # pid and waits to be killed.
@@ -36,14 +34,6 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def test_the_command_runs_as_itself_under_the_same_pid(tmp_path: Path) -> None:
     out = subprocess.run(tethered([sys.executable, "-c", "import os; print(os.getpid())"]),
                          capture_output=True, text=True, check=True)
@@ -59,11 +49,17 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path: Path) -> None:
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     time.sleep(0.5)  # the child has set its handler
-    assert _alive(child)
+    assert alive(child)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not alive(child)
     assert note.read_text() == "SIGTERM"  # a clean stop, not a kill
+
+
+def test_elsewhere_than_linux_the_command_runs_untouched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert tethered(["mosquitto", "-c", "x.conf"]) == ["mosquitto", "-c", "x.conf"]

@@ -70,6 +70,7 @@ from simulator.connection import (
 )
 from simulator.contract import encode
 from simulator.errors import LapcastError
+from simulator.replay.engine import check_linger_ms
 from simulator.sources import load_source
 from simulator.synth import SynthSpec, events
 
@@ -106,8 +107,7 @@ class StressSettings:
         for name in ("batch", "publish_ms", "window"):
             if getattr(self, name) < 1:
                 raise LapcastError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.linger_ms <= 1000:
-            raise LapcastError(f"--linger-ms {self.linger_ms:g}: from 0 to 1000")
+        check_linger_ms(self.linger_ms)  # before the field is generated
 
 
 @dataclass(kw_only=True)

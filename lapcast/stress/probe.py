@@ -80,7 +80,8 @@ class Probe:
         sock = self._client.socket()
         # As every lapcast client: no Nagle delay in the arrival stamps.
         if isinstance(sock, socket.socket):
-            sock.setsockopt(*NO_DELAY[0])
+            for option in NO_DELAY:
+                sock.setsockopt(*option)
         self._client.loop_start()
         qos1 = SubscribeOptions(qos=1)
         wanted = [(self.status_topic, qos1)]

@@ -51,12 +51,25 @@ from simulator.replay.pacing import Clock, MonotonicClock, Pacer
 from simulator.sources import Source
 from simulator.timefmt import format_ms
 
-__all__ = ["LOST_STATUS", "ReplayEngine", "ReplaySettings", "ReplayStats", "default_journal"]
+__all__ = [
+    "LOST_STATUS",
+    "ReplayEngine",
+    "ReplaySettings",
+    "ReplayStats",
+    "check_linger_ms",
+    "default_journal",
+]
 
 log = structlog.get_logger()
 
 # The last will on the status topic: what a subscriber sees when the engine dies.
 LOST_STATUS: Final = b'{"state":"lost"}'
+
+
+def check_linger_ms(linger_ms: float) -> None:
+    """Refuse a linger outside 0..1000 ms (``--linger-ms``), naming the option."""
+    if not 0 <= linger_ms <= 1000:
+        raise LapcastError(f"--linger-ms {linger_ms:g}: from 0 to 1000")
 
 
 def default_journal(session_id: str) -> Path:
@@ -154,8 +167,7 @@ class ReplayEngine:
                  clock: Clock | None = None) -> None:
         if settings.batch < 1:
             raise LapcastError(f"--batch {settings.batch}: must be at least 1")
-        if not 0 <= settings.linger_ms <= 1000:
-            raise LapcastError(f"--linger-ms {settings.linger_ms:g}: from 0 to 1000")
+        check_linger_ms(settings.linger_ms)
         self.source = source
         self.settings = settings
         self.session_id = topics.validate_session_id(source.session_id)
