@@ -44,7 +44,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from consumers import checkpoint, guard, paho_speedup
 from consumers.api import Consumer
-from consumers.backoff import Backoff
+from simulator.mqtt.backoff import Backoff
 from consumers.catchup_client import (
     CatchupSource,
     CatchupUnavailable,

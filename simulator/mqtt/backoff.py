@@ -1,8 +1,8 @@
 """Exponential backoff with jitter: how long to wait before trying the broker again.
 
-Written once and used by every retry in the consumer runtime (reconnecting, and
-asking the catch-up service again), so a broker restart does not see every
-consumer reconnect in the same millisecond.
+Written once and used by every retry in lapcast (the reconnect loop, and asking the
+catch-up service again), so a broker restart does not see every client reconnect in
+the same millisecond.
 """
 
 from __future__ import annotations
