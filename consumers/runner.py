@@ -45,9 +45,9 @@ from consumers.sequencer import Sequencer
 from consumers.settings import RunnerSettings, default_client_id, default_state_dir
 from consumers.stamps import PUBLISHED_AT, Stamps
 from simulator import topics
-from simulator.mqtt.settings import BrokerSettings
 from simulator.mqtt.backoff import Backoff
 from simulator.mqtt.reconnect import Reconnector
+from simulator.mqtt.settings import BrokerSettings
 from simulator.mqtt.workarounds import Inbox, install_properties_speedup, run_until
 
 __all__ = [
