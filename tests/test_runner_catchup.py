@@ -90,7 +90,7 @@ class TestReplies:
 class TestPahoSpeedup:
     def test_shared_tables_build_the_same_properties(self) -> None:
         """With the shared tables installed, Properties pack exactly as paho's own."""
-        from consumers import paho_speedup
+        from simulator.mqtt import workarounds
 
-        assert paho_speedup.install()
-        assert paho_speedup.matches_paho()
+        assert workarounds.install_properties_speedup()
+        assert workarounds.properties_speedup_matches_paho()

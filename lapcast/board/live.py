@@ -14,19 +14,17 @@ import time
 from dataclasses import dataclass
 
 import aiomqtt
-import structlog
 from rich.console import Console
 from rich.live import Live
 
 from lapcast.board.render import render_board
 from lapcast.board.store import BoardStore, board_topics
-from simulator.connection import BrokerSettings
+from simulator.mqtt.backoff import Backoff
+from simulator.mqtt.payload import payload_bytes
+from simulator.mqtt.reconnect import Reconnector
+from simulator.mqtt.settings import BrokerSettings
 
 __all__ = ["BoardSettings", "listen", "run_board"]
-
-log = structlog.get_logger()
-
-_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,28 +38,26 @@ class BoardSettings:
 
 async def listen(broker: BrokerSettings, store: BoardStore) -> None:
     """Feed ``store`` with the session's messages until cancelled; reconnect on loss."""
-    attempt = 0
     filters = [(topic, 1) for topic in board_topics(store.session_id)]
-    while True:
-        try:
-            # A refusal (bad credentials, not authorized) raises BrokerError: not retried.
-            async with broker.client() as client:
-                await client.subscribe(filters)
-                store.set_connection("")
-                attempt = 0
-                async for message in client.messages:
-                    payload = message.payload
-                    data = payload if isinstance(payload, bytes | bytearray) else (
-                        b"" if payload is None else str(payload).encode())
-                    store.offer(str(message.topic), bytes(data))
-        except aiomqtt.MqttError as exc:
-            delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            attempt += 1
-            log.info("board lost the broker", broker=broker.describe(), error=str(exc),
-                     retry_in_s=delay)
-            store.set_connection(f"broker {broker.describe()} unreachable ({exc}); "
-                                 f"retrying in {delay:g} s")
-            await asyncio.sleep(delay)
+
+    def lost(exc: aiomqtt.MqttError, delay_s: float) -> None:
+        store.set_connection(f"broker {broker.describe()} unreachable ({exc}); "
+                             f"retrying in {round(delay_s, 1):g} s")
+
+    # Never set: the board listens until it is cancelled.
+    reconnector = Reconnector(what="board", stop=asyncio.Event(), on_lost=lost,
+                              backoff=Backoff(min_s=0.4, max_s=5.0), log_level="info")
+
+    async def connection() -> None:
+        # A refusal (bad credentials, not authorized) raises BrokerError: not retried.
+        async with broker.client() as client:
+            await client.subscribe(filters)
+            reconnector.connected()
+            store.set_connection("")
+            async for message in client.messages:
+                store.offer(str(message.topic), payload_bytes(message))
+
+    await reconnector.run(connection)
 
 
 async def draw(store: BoardStore, settings: BoardSettings, live: Live) -> None:

@@ -34,6 +34,9 @@ class Reconnector:
     backoff: Backoff = field(default_factory=Backoff)
     # Called with the error and the wait before the next attempt (a board shows it).
     on_lost: Callable[[aiomqtt.MqttError, float], None] | None = None
+    # How a lost connection is logged: "info" where the loss is shown otherwise (the
+    # board's status line, drawn over the terminal that stderr shares).
+    log_level: str = "warning"
     # Connections lost so far (a consumer's health reports it).
     reconnects: int = 0
     connections: int = 0
@@ -52,8 +55,9 @@ class Reconnector:
             except aiomqtt.MqttError as exc:
                 self.reconnects += 1
                 delay = self.backoff.next()
-                log.warning("broker connection lost; reconnecting", who=self.what,
-                            error=str(exc), retry_in_s=round(delay, 3))
+                getattr(log, self.log_level)("broker connection lost; reconnecting",
+                                             who=self.what, error=str(exc),
+                                             retry_in_s=round(delay, 3))
                 if self.on_lost is not None:
                     self.on_lost(exc, delay)
             with contextlib.suppress(TimeoutError):
