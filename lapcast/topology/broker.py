@@ -36,7 +36,7 @@ class Broker(Protocol):
 
     def start(self) -> object: ...
 
-    def stop(self, timeout: float = 10.0) -> None: ...
+    def stop(self, *, timeout: float = 10.0) -> None: ...
 
     def log_text(self) -> str: ...
 
@@ -81,7 +81,7 @@ class ExternalBroker:
     def start(self) -> ExternalBroker:
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, *, timeout: float = 10.0) -> None:
         pass
 
     def log_text(self) -> str:

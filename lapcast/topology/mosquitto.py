@@ -129,7 +129,8 @@ class MosquittoProcess:
             # Started as root, Mosquitto drops to the `mosquitto` user, which can read
             # neither our private key and password file nor write the persistence
             # folder: keep it as the user who started it, as it is for everyone else.
-            text += "\n# Added by lapcast/topology/mosquitto.py: started as root, stay root.\nuser root\n"
+            text += ("\n# Added by lapcast/topology/mosquitto.py: started as root, stay root."
+                     "\nuser root\n")
         persistence = self.workdir / "data"
         persistence.mkdir(parents=True, exist_ok=True)
         text = re.sub(

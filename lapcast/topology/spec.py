@@ -150,7 +150,10 @@ class Topology:
     boards: tuple[BoardSpec, ...] = ()
 
     def __post_init__(self) -> None:
-        names = [p.name for p in (*self.consumers, *filter(None, [self.engine]), *self.boards)]
+        parts: list[PartSpec] = [*self.consumers, *self.boards]
+        if self.engine is not None:
+            parts.append(self.engine)
+        names = [p.name for p in parts]
         doubles = sorted({n for n in names if names.count(n) > 1})
         if doubles:
             raise ValueError(f"two parts of the topology are named {', '.join(doubles)}")
