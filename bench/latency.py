@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from consumers.registry import BUILTIN  # noqa: E402
 from consumers.runner import PUBLISHED_AT  # noqa: E402
+from lapcast.logs import configure_logging  # noqa: E402
 from lapcast.topology import (  # noqa: E402
     ConsumerSpec,
     EngineSpec,
@@ -229,6 +230,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-events", type=int, default=1000)
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     args = parser.parse_args()
+    configure_logging()  # quiet: warnings and errors only
     print(f"settings: consumers --publish-ms {args.publish_ms} "
           f"--checkpoint-events {args.checkpoint_events} --checkpoint-ms "
           f"{args.checkpoint_ms}; source {args.source.name}; {os.cpu_count()} CPUs")
