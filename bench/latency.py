@@ -1,9 +1,10 @@
 """End-to-end latency: engine publish -> first consumer state message reflecting the event.
 
 Starts a private Mosquitto, the three built-in consumers (``lapcast consume``) and
-the replay engine (``lapcast replay``) on the shared 2024 Bahrain race, and listens
-to the events (each message carries ``published_at_ns``, the engine's wall clock at
-publish) and to every consumer's state topic (stamped with the ``seq`` it reflects).
+the replay engine (``lapcast replay``) on the shared 2024 Bahrain race (a
+``lapcast.topology.Topology`` per run, on the one broker), and listens to the events
+(each message carries ``published_at_ns``, the engine's wall clock at publish) and to
+every consumer's state topic (stamped with the ``seq`` it reflects).
 The latency of an event for a consumer is the arrival time of the first state
 message whose ``(epoch, seq)`` reaches it, minus the event's ``published_at_ns``: it
 includes the broker hops, the fold and the coalescing wait (``--publish-ms``).
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,8 +39,17 @@ sys.path.insert(0, str(ROOT))
 
 from consumers.registry import BUILTIN  # noqa: E402
 from consumers.runner import PUBLISHED_AT  # noqa: E402
-from lapcast.mosquitto import MosquittoProcess  # noqa: E402
+from lapcast.logs import configure_logging  # noqa: E402
+from lapcast.topology import (  # noqa: E402
+    ConsumerSpec,
+    EngineSpec,
+    ExternalBroker,
+    MosquittoSpec,
+    Supervisor,
+    Topology,
+)
 from simulator import topics  # noqa: E402
+from simulator.connection import parse_broker_url  # noqa: E402
 from simulator.contract import decode_message, events_of  # noqa: E402
 
 RACE = ROOT.parent / "shared" / "data" / "wec-2024-bahrain-8h-race.analysis.csv"
@@ -133,12 +142,6 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-def lapcast(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "lapcast", *args], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=err)
-
-
 def wait_until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -147,33 +150,42 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProcess,
+def topology(speed: str, batch: int, args: argparse.Namespace, broker_url: str,
+             session: str, work: Path) -> Topology:
+    """The three consumers and the engine of one run, on the bench's broker."""
+    return Topology(
+        broker=ExternalBroker(broker_url),
+        consumers=tuple(
+            ConsumerSpec(consumer=name, session_id=session, state_dir=work / "state",
+                         extra=("--publish-ms", str(args.publish_ms),
+                                "--checkpoint-events", str(args.checkpoint_events),
+                                "--checkpoint-ms", str(args.checkpoint_ms)))
+            for name in BUILTIN
+        ),
+        engine=EngineSpec(source=str(args.source.resolve()), session_id=session, speed=speed,
+                          journal=work / f"{session}.jsonl", extra=("--batch", str(batch))),
+    )
+
+
+def run(speed: str, batch: int, args: argparse.Namespace, broker_url: str,
         work: Path) -> None:
     session = f"bench-{speed}-{uuid.uuid4().hex[:6]}"
     events_file = work / f"{session}.events"
-    subs, rec = probe(broker.port, session, events_file)
-    log = work / f"{session}.log"
-    consumers = [
-        lapcast("consume", name, "--broker", broker.url, "--session", session,
-                "--state-dir", str(work / "state"), "--publish-ms", str(args.publish_ms),
-                "--checkpoint-events", str(args.checkpoint_events),
-                "--checkpoint-ms", str(args.checkpoint_ms), log=log)
-        for name in BUILTIN
-    ]
-    wait_until(lambda: len(rec.health) == len(BUILTIN), 30, "the consumers to subscribe")
-    journal = work / f"{session}.jsonl"
-    started = time.monotonic()
-    engine = lapcast("replay", str(args.source), "--broker", broker.url, "--session-id", session,
-                     "--speed", speed, "--batch", str(batch), "--journal", str(journal),
-                     log=log)
+    subs, rec = probe(parse_broker_url(broker_url).port, session, events_file)
+    # Logs in work/SESSION/NAME.log.
+    parts = Supervisor(topology(speed, batch, args, broker_url, session, work),
+                       work / session, grace_s=30)
     try:
+        parts.start_consumers()
+        wait_until(lambda: len(rec.health) == len(BUILTIN), 30, "the consumers to subscribe")
+        started = time.monotonic()
+        parts.start_engine()
         if speed == "max":
             wait_until(lambda: rec.engine_status.get("state") == "finished", 600,
                        "the replay to finish")
         else:
             time.sleep(args.seconds)
-        engine.send_signal(signal.SIGTERM)
-        engine.wait(30)
+        parts.stop_children(["engine"])
         elapsed = time.monotonic() - started
         time.sleep(0.5)  # the events probe writes the last messages
         subs[0].terminate()
@@ -183,9 +195,10 @@ def run(speed: str, batch: int, args: argparse.Namespace, broker: MosquittoProce
         wait_until(lambda: all(rec.states.get(n) and (rec.states[n][-1][0], rec.states[n][-1][1])
                                >= last for n in BUILTIN), 60, "the consumers to catch up")
     finally:
-        for proc in [*consumers, *subs]:
-            proc.send_signal(signal.SIGTERM)
-        for proc in [*consumers, *subs]:
+        parts.stop()
+        for proc in subs:
+            proc.terminate()
+        for proc in subs:
             proc.wait(30)
     events = len(rec.published)
     print(f"\n--speed {speed} --batch {batch}: {events} events published in {elapsed:.1f} s")
@@ -217,15 +230,17 @@ def main() -> None:
     parser.add_argument("--checkpoint-events", type=int, default=1000)
     parser.add_argument("--checkpoint-ms", type=int, default=1000)
     args = parser.parse_args()
+    configure_logging()  # quiet: warnings and errors only
     print(f"settings: consumers --publish-ms {args.publish_ms} "
           f"--checkpoint-events {args.checkpoint_events} --checkpoint-ms "
           f"{args.checkpoint_ms}; source {args.source.name}; {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="lapcast-bench-") as tmp:
         work = Path(tmp)
-        with MosquittoProcess(config="dev.conf", workdir=work / "broker") as broker:
+        with Supervisor(Topology(broker=MosquittoSpec(config="dev.conf")), work) as broker:
+            url = broker.start_broker()
             for spec in args.runs.split(","):
                 speed, _, batch = spec.partition(":")
-                run(speed, int(batch or 1), args, broker, work)
+                run(speed, int(batch or 1), args, url, work)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Helpers for tests and benchmarks of live consumers (real broker, real processes).
 
-* ``consumer_process`` starts ``python -m lapcast consume ...`` as a subprocess.
+* ``consumer_process`` starts ``python -m lapcast consume ...`` as a subprocess
+  (a ``lapcast.topology.ConsumerSpec`` started as one ``Child``), ``stop_process``
+  stops it.
 * ``TestPublisher`` speaks the engine's side of the contract over a real broker:
   events (one per message, or batches) with the ``published_at_ns`` user
   property, the retained status, raw payloads for injecting bad input, and a
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from consumers.runner import PUBLISHED_AT
+from lapcast.topology import Child, ConsumerSpec, stop_popen
 from simulator import topics
 from simulator.connection import parse_broker_url
 from simulator.contract import Batch, Event, encode
@@ -51,38 +53,25 @@ def consumer_process(
     log_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``lapcast consume NAME`` as a child process (stderr to ``log_file``).
+    """``lapcast -v consume NAME`` as a child process (stderr to ``log_file``).
 
-    ``environ`` adds variables (``LAPCAST_MQTT_*`` credentials, for example).
+    ``environ`` adds variables (``LAPCAST_MQTT_*`` credentials, for example). The child
+    runs in its own session, tethered to this process: start it from the main thread.
     """
-    argv = [sys.executable, "-m", "lapcast", "-v", "consume", name, "--broker", broker_url,
-            "--session", session_id, "--state-dir", str(state_dir)]
-    if journal is not None:
-        argv += ["--journal", str(journal)]
-    argv += list(extra)
     env = {**os.environ, **(environ or {})}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(
             [*map(str, pythonpath), *filter(None, [env.get("PYTHONPATH")])]
         )
-    err = log_file.open("ab") if log_file is not None else subprocess.DEVNULL
-    try:
-        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    finally:
-        if log_file is not None:
-            err.close()  # type: ignore[union-attr]
+    spec = ConsumerSpec(consumer=name, session_id=session_id, state_dir=state_dir,
+                        journal=journal, extra=tuple(extra), env=env, verbose=1)
+    # Only stderr to the log file (stdout discarded), as ``lapcast consume`` logs there.
+    return Child(spec.process(broker_url), errors=log_file).proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     """SIGTERM, then SIGKILL if it does not exit in time; the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return stop_popen(proc, timeout)
 
 
 def write_journal(path: Path, events: Iterable[Event], *, mode: str = "ab") -> None:

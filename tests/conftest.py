@@ -1,4 +1,7 @@
-"""Shared fixtures: a real Mosquitto per test, the shared race data, unique topics."""
+"""Shared fixtures: a real Mosquitto per test, the shared race data, unique topics.
+
+Helpers shared by several test files (not fixtures) live in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.secure import SecureSession
 
-from lapcast.mosquitto import MosquittoProcess
+from lapcast.topology import MosquittoProcess, MosquittoSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -27,7 +31,8 @@ def race_csv() -> Path:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     """A private Mosquitto from broker-config/dev.conf on a free loopback port."""
-    with MosquittoProcess(config="dev.conf", workdir=tmp_path / "broker") as proc:
+    # Not tethered: some tests stop and start it from a worker thread.
+    with MosquittoSpec(config="dev.conf", tether=False).create(tmp_path / "broker") as proc:
         yield proc
 
 
@@ -50,8 +55,9 @@ def secure_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def secure_broker(tmp_path: Path, secure_secrets: Path) -> Iterator[MosquittoProcess]:
     """A private Mosquitto from broker-config/secure.conf (TLS, passwords, ACL), free port."""
-    with MosquittoProcess(config="secure.conf", replacements={"secrets/": f"{secure_secrets}/"},
-                          workdir=tmp_path / "secure-broker") as proc:
+    spec = MosquittoSpec(config="secure.conf", replacements={"secrets/": f"{secure_secrets}/"},
+                         tether=False)
+    with spec.create(tmp_path / "secure-broker") as proc:
         yield proc
 
 
@@ -64,3 +70,15 @@ def secure_env(secure_secrets: Path) -> Callable[[str], dict[str, str]]:
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
     return env
+
+
+@pytest.fixture
+def secure_session(secure_broker: MosquittoProcess, secure_env: Callable[[str], dict[str, str]],
+                   session_id: str, tmp_path: Path) -> Iterator[SecureSession]:
+    """The secure profile's processes for one test, each under its own user; all stopped
+    at the end."""
+    session = SecureSession(secure_broker, secure_env, session_id, tmp_path)
+    try:
+        yield session
+    finally:
+        session.supervisor.stop(grace_s=15)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.procs import alive, cmdline, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "wec-2023-bahrain-qualifying.toml"
@@ -22,49 +23,6 @@ POLES = ("#8  1:46.564", "#23  1:52.290", "#85  1:58.692")
 PROVISIONAL = re.compile(r"HYPERCAR\s+#7\s+1:46\.402\s+Kamui Kobayashi")
 # The championship line: with the pole point, #8 takes the title with 3rd even if #7 wins.
 CLINCH = ("#8 (Buemi / Hartley / Hirakawa) are champions", "even if #7 wins (157 vs 156)")
-
-
-def _ppids() -> dict[int, int]:
-    """pid -> parent pid of every process, from /proc."""
-    out: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: split after the last ")".
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry.name)] = int(fields[1])
-    return out
-
-
-def descendants(pid: int) -> set[int]:
-    parents = _ppids()
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= children
-        frontier = children
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie awaiting its parent counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 class Tmux:

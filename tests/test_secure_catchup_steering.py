@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from test_secure_end_to_end import PROJECTIONS, SecureSession, secure_session
+from support.secure import PROJECTIONS, SecureSession
 
 from simulator import topics
 from simulator.contract import CatchupRequest, encode
 
 pytestmark = pytest.mark.broker
-__all__ = ["secure_session"]  # the fixture, shared with the end-to-end tests
 
 
 class TestSecureCatchupSteering:

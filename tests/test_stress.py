@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_demo import alive, cmdline, descendants
+from support.procs import alive, cmdline, descendants
 
 from lapcast.stress.harness import StressSettings, _Run
 from lapcast.stress.probe import ConsumerTrace

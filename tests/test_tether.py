@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_demo import alive
+from support.procs import alive
 
 from lapcast.tether import tethered
 

@@ -4,6 +4,8 @@ The steps, each a real process, as a user would run them:
 
 1. generate the field (``simulator.synth``) into ``field.jsonl`` in the run's folder;
 2. start a private Mosquitto (``broker-config/dev.conf``) unless a broker is given;
+   the broker, the consumers and the engine are a ``Topology`` started in that order
+   by ``lapcast.topology.Supervisor``, which reaps each with its CPU and peak memory;
 3. start the probe (``probe.Probe``), then one ``lapcast consume NAME`` per consumer,
    and wait until each has reported its health;
 4. start ``lapcast replay field.jsonl`` at the speed that gives the target rate (the
@@ -25,7 +27,6 @@ import queue
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,8 +41,6 @@ import structlog
 
 from consumers.folding import fold_all
 from consumers.registry import BUILTIN, load_consumer
-from lapcast.mosquitto import MosquittoProcess
-from lapcast.stress.children import Child, vm_hwm_mb
 from lapcast.stress.probe import Probe
 from lapcast.stress.recorder import (
     EventsRecorder,
@@ -59,6 +58,17 @@ from lapcast.stress.report import (
     max_behind,
     peak_rate,
     rate,
+)
+from lapcast.topology import (
+    BrokerSpec,
+    Child,
+    ConsumerSpec,
+    EngineSpec,
+    ExternalBroker,
+    MosquittoSpec,
+    Supervisor,
+    Topology,
+    vm_hwm_mb,
 )
 from simulator import journal, topics
 from simulator.connection import (
@@ -151,13 +161,11 @@ class _Run:
         self.session_id = f"stress-{uuid.uuid4().hex[:8]}"
         self.field_path = workdir / "field.jsonl"
         self.journal_path = workdir / "journal.jsonl"
-        self.broker_proc: MosquittoProcess | None = None
+        self.supervisor: Supervisor | None = None
         self.probe: Probe | None = None
         self.recorder: EventsRecorder | None = None
         self.events = EventsTrace()  # read from the recording once the run is over
         self._rates: list[tuple[float, int]] = []  # (monotonic, newest seq) for progress
-        self.consumers: dict[str, Child] = {}
-        self.engine: Child | None = None
         self.errors: list[str] = []
         self.total = 0  # events in the field, once generated
         self.failed = False
@@ -170,8 +178,8 @@ class _Run:
         self._fresh()
         total, session_ms, generate_s = self._generate()
         self.total = total
-        broker = self._broker()
-        env = _child_env(broker)
+        speed = None if s.rate is None else s.rate * (session_ms / 1000) / total
+        broker = self._broker(speed)
         client_env = mosquitto_env(broker, self.dir / "mosquitto-clients")
         pub_topic = topics.events(f"{self.session_id}-mosquitto-pub")
         self.recorder = EventsRecorder(broker, topics.events(self.session_id),
@@ -181,15 +189,15 @@ class _Run:
         self.probe = Probe(host=broker.host, port=broker.port, session_id=self.session_id,
                            consumers=list(s.consumers), broker=broker)
         self.probe.start()
-        self._start_consumers(broker, env)
-        speed = None if s.rate is None else s.rate * (session_ms / 1000) / total
-        self._start_engine(broker, env, speed)
+        self._start_consumers()
+        self._start_engine()
         cpu_before = _own_cpu_s()
         timed_out = self._follow(total)
         probe_cpu = _own_cpu_s() - cpu_before
-        usages = {name: child.stop() for name, child in self.consumers.items()}
-        assert self.engine is not None
-        engine_usage = self.engine.stop()
+        assert self.supervisor is not None and self.engine is not None
+        # The consumers first (their last state and health), then the engine.
+        usages = self.supervisor.stop_children(s.consumers, grace_s=10.0)
+        engine_usage = self.supervisor.stop_children(["engine"], grace_s=10.0)["engine"]
         if engine_usage.returncode not in (0, -15, 130):
             self.errors.append(f"engine exited with {engine_usage.returncode}: "
                                f"{self.engine.tail(500)}")
@@ -198,8 +206,8 @@ class _Run:
         self.events = self.recorder.trace()
         pub = (self._mosquitto_pub(broker, pub_topic, total, client_env)
                if s.pub_messages else None)
-        broker_peak = (vm_hwm_mb(self.broker_proc.proc.pid)
-                       if self.broker_proc and self.broker_proc.proc else None)
+        broker_peak = max((peak for node in self.supervisor.broker.children()
+                           if (peak := vm_hwm_mb(node.pid)) is not None), default=None)
         self._on_phase("checking", total)
         journal_events, journal_ok = self._check_journal()
         figures = self._consumer_figures(total, journal_events, usages)
@@ -248,29 +256,51 @@ class _Run:
                 end = event.session_time_ms
         return count, end, time.perf_counter() - started
 
-    def _broker(self) -> BrokerSettings:
-        if self.s.broker is not None:
-            return self.s.broker
+    def _broker(self, speed: float | None) -> BrokerSettings:
+        """The supervisor of the run, its broker started; how to reach the broker."""
+        s = self.s
+        spec: BrokerSpec = ExternalBroker(_url(s.broker)) if s.broker else MosquittoSpec()
+        env = _child_env(s.broker) if s.broker else dict(os.environ)
+        self.supervisor = Supervisor(self._topology(spec, env, speed), self.dir, grace_s=5.0)
+        if s.broker is not None:
+            self.supervisor.start_broker()
+            return s.broker
         self._on_phase("starting mosquitto", 0)
-        self.broker_proc = MosquittoProcess(config="dev.conf", workdir=self.dir / "broker",
-                                            tether=True)
-        self.broker_proc.start()
-        return parse_broker_url(self.broker_proc.url)
+        return parse_broker_url(self.supervisor.start_broker())
 
-    def _lapcast(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "lapcast", *args]
+    def _topology(self, broker: BrokerSpec, env: dict[str, str],
+                  speed: float | None) -> Topology:
+        s = self.s
+        return Topology(
+            broker=broker,
+            consumers=tuple(
+                ConsumerSpec(consumer=name, session_id=self.session_id,
+                             state_dir=self.dir / "state", env=env,
+                             extra=("--publish-ms", str(s.publish_ms),
+                                    "--max-payload-bytes", str(MAX_PAYLOAD_BYTES)))
+                for name in s.consumers
+            ),
+            engine=EngineSpec(
+                source=str(self.field_path), journal=self.journal_path, env=env,
+                speed="max" if speed is None else f"{speed:.6g}",
+                extra=("--batch", str(s.batch), "--window", str(s.window),
+                       "--linger-ms", f"{s.linger_ms:g}"),
+            ),
+        )
 
-    def _start_consumers(self, broker: BrokerSettings, env: dict[str, str]) -> None:
+    @property
+    def consumers(self) -> dict[str, Child]:
+        children = self.supervisor.children if self.supervisor else {}
+        return {name: children[name] for name in self.s.consumers if name in children}
+
+    @property
+    def engine(self) -> Child | None:
+        return self.supervisor.children.get("engine") if self.supervisor else None
+
+    def _start_consumers(self) -> None:
+        assert self.supervisor is not None and self.probe is not None
         self._on_phase("starting consumers", 0)
-        url = _url(broker)
-        for name in self.s.consumers:
-            argv = self._lapcast(
-                "consume", name, "--broker", url, "--session", self.session_id,
-                "--state-dir", str(self.dir / "state"), "--publish-ms", str(self.s.publish_ms),
-                "--max-payload-bytes", str(MAX_PAYLOAD_BYTES),
-            )
-            self.consumers[name] = Child(name, argv, self.dir / f"{name}.log", env=env)
-        assert self.probe is not None
+        self.supervisor.start_consumers()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for name, child in self.consumers.items():
@@ -282,17 +312,10 @@ class _Run:
         raise LapcastError("consumers did not report their health within 60 s: "
                            + "; ".join(f"{n}: {c.tail(300)}" for n, c in self.consumers.items()))
 
-    def _start_engine(self, broker: BrokerSettings, env: dict[str, str],
-                      speed: float | None) -> None:
+    def _start_engine(self) -> None:
+        assert self.supervisor is not None
         self._on_phase("starting the engine", 0)
-        argv = self._lapcast(
-            "replay", str(self.field_path), "--broker", _url(broker),
-            "--journal", str(self.journal_path),
-            "--speed", "max" if speed is None else f"{speed:.6g}",
-            "--batch", str(self.s.batch), "--window", str(self.s.window),
-            "--linger-ms", f"{self.s.linger_ms:g}",
-        )
-        self.engine = Child("engine", argv, self.dir / "engine.log", env=env)
+        self.supervisor.start_engine()
 
     def _follow(self, total: int) -> bool:
         """Until every consumer has folded the last event; True if it timed out."""
@@ -494,17 +517,19 @@ class _Run:
                                   consumers=consumers))
 
     def cleanup(self) -> None:
-        for child in [*self.consumers.values(), *([self.engine] if self.engine else [])]:
+        """Whatever still runs: the lapcast processes, the recorder and the probe, the
+        broker last."""
+        if self.supervisor is not None:
             with contextlib.suppress(Exception):
-                child.stop(timeout=5)
+                self.supervisor.stop_children()
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 self.recorder.stop()
         if self.probe is not None:
             with contextlib.suppress(Exception):
                 self.probe.stop()
-        if self.broker_proc is not None:
-            self.broker_proc.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()
 
 
 def _url(broker: BrokerSettings) -> str:

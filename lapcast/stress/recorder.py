@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from lapcast.stress.children import Child
+from lapcast.topology import Child, ProcessSpec
 from simulator.connection import BrokerSettings
 from simulator.errors import LapcastError
 
@@ -148,10 +148,10 @@ class EventsRecorder:
         self._env = env
         self._pub = pub
         self.child = Child(
-            "mosquitto_sub",
-            [binary, *client_options(broker), "-q", "1", "-t", topic, "-t", self.ready_topic,
-             "-F", _FORMAT, "-i", client_id],
-            path, env, errors=path.with_suffix(".err"),
+            ProcessSpec(name="mosquitto_sub", env=env, argv=(
+                binary, *client_options(broker), "-q", "1", "-t", topic, "-t",
+                self.ready_topic, "-F", _FORMAT, "-i", client_id)),
+            log=path, errors=path.with_suffix(".err"),
         )
         self._offset = 0
         self.cpu_s = 0.0
