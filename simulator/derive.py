@@ -28,10 +28,13 @@ Red flags (a suspended session; ``Flag.RED``, Al Kamel's ``RF``):
   this for free, and a live fold and ``lapcast fold`` see the same log;
 * a crossing under the red flag never brings out the chequered flag (a race whose
   time runs out while suspended ends under red);
-* a race that ends under red with no chequered flag classifies the cars that
-  crossed the line since the red flag was shown as finished on their last crossing
-  (no event: the log ends with the flag RED and no ``ChequeredFlag``); every other
-  car gets ``CarRetired`` ("stopped before the red flag").
+* a race that ends under red with no chequered flag classifies the cars that were
+  running at the red flag as finished on their last crossing (no event: the log
+  ends with the flag RED and no ``ChequeredFlag``). Running at the red flag: the
+  car crossed the line since it was shown, or less than a lap before it (its last
+  crossing plus that lap's time reaches the red flag: a car in the pits for a stop
+  when the race was suspended). Every other car gets ``CarRetired`` ("stopped before
+  the red flag").
 
 The chequered-flag semantic every projection relies on: a car finishes at its first
 crossing at or after the ``ChequeredFlag``'s session time (session time, not seq
@@ -125,6 +128,7 @@ _NEVER: Final = -1
 class _Car:
     laps: int = 0
     last_ms: int = _NEVER
+    last_lap_ms: int = 0  # the time of the lap completed at ``last_ms`` (0: untimed)
 
 
 def build_log(
@@ -321,6 +325,7 @@ class _LogDeriver:
         )
         state.laps = c.lap
         state.last_ms = t
+        state.last_lap_ms = c.lap_time_ms or 0
         took_lead = c.lap > self.max_laps
         if took_lead:
             self.max_laps = c.lap
@@ -403,10 +408,11 @@ class _LogDeriver:
                                 else "never took the chequered flag"),
                     )
         elif self.kind is SessionKind.RACE and self.flag is Flag.RED:
-            # Ended under red: the cars that crossed the line since the red flag was
-            # shown were running and are classified on their last crossing.
+            # Ended under red: the cars running at the red flag (a crossing since, or
+            # less than a lap before it) are classified on their last crossing.
             for car, state in self.cars.items():
-                if state.last_ms < self.red_since_ms:
+                if state.last_ms == _NEVER or (
+                        state.last_ms + state.last_lap_ms < self.red_since_ms):
                     yield self.log.emit(
                         CarRetired, session_time_ms=end, car=car, laps=state.laps,
                         reason=("never crossed the line" if state.last_ms == _NEVER

@@ -88,6 +88,9 @@ class SynthSpec:
                                   f"least 1, not {self.red}")
         if self.red_minutes < 1:
             raise SourceError(where, f"red_minutes must be at least 1, not {self.red_minutes}")
+        if self.red is None and self.red_minutes != 30:
+            raise SourceError(where, "red_minutes is the length of the red-flag period: "
+                              "give red (the minute it starts) too")
         for name in ("fcy", "sc"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -105,7 +108,7 @@ class SynthSpec:
             parts.append(f"retirements={self.retirements:g}")
         if self.red is not None:
             parts.append(f"red={self.red}")
-        if self.red_minutes != 30:
+        if self.red is not None and self.red_minutes != 30:
             parts.append(f"red_minutes={self.red_minutes}")
         return "synth:" + ",".join(parts)
 
