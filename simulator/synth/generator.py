@@ -20,8 +20,8 @@ into the pits, an out-lap carrying the pit time, a driver change now and then,
 retirement at a fitted hazard (into the pits or out on track). Every lap that
 overlaps a yellow period is slowed for the part of it under yellow (the time in the
 pit lane is not). A red-flag period (``red=N``, off by default) is one more such
-period, slow enough that the cars cover about a lap during it. The first car to complete ``laps`` takes the chequered flag;
-every car finishes at its next crossing.
+period, slow enough that the cars cover about a lap during it. The first car to
+complete ``laps`` takes the chequered flag; every car finishes at its next crossing.
 
 In qualifying a car goes out in runs (out-lap, two or three flying laps, in-lap),
 sits in the garage between them, and stops at its lap budget or its first crossing
