@@ -174,6 +174,7 @@ class CarState:
         "disqualified",
         "driver",
         "drivers",
+        "finished_under_red",
         "idx",
         "in_pit",
         "key",
@@ -205,6 +206,8 @@ class CarState:
         self.penalty_ms = 0
         self.retired = False
         self.disqualified = False
+        # The race ended under a red flag with no chequered flag, the car still running.
+        self.finished_under_red = False
         self.best_ms: int | None = None
         self.best_lap: int | None = None
         self.best_time = 0  # session time the best lap was set: first to set it ranks first
@@ -245,9 +248,16 @@ class CarState:
             return Status.DISQUALIFIED
         if self.retired:
             return Status.RETIRED
-        if self.took_flag(flag_ms):
+        if self.took_flag(flag_ms) or self.finished_under_red:
             return Status.FINISHED
         return Status.RUNNING
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        # A checkpoint pickled before a slot was added lacks it: defaults first.
+        self.finished_under_red = False
+        for part in state:
+            for name, value in (part or {}).items():
+                setattr(self, name, value)
 
 
 class RunningOrder:
@@ -559,6 +569,12 @@ def _chequered(state: RunningOrder, ev: ChequeredFlag) -> None:
 
 def _session_finished(state: RunningOrder, ev: SessionFinished) -> None:
     state.finished = True
+    if state.race and state.chequered_ms is None and state.flag is Flag.RED:
+        # A race that ends under red: the cars still running (the log retired the
+        # others) are classified as finished on their last crossing.
+        for car in state.by_idx:
+            if not car.retired and not car.disqualified and car.counted:
+                car.finished_under_red = True
 
 
 _HANDLERS: Final[dict[type, Callable[[RunningOrder, Any], None]]] = {

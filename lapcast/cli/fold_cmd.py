@@ -148,6 +148,7 @@ def json_document(result: FoldResult) -> dict[str, Any]:
     running = views.get("running_order")
     if running is not None:
         doc["session_kind"] = running["session_kind"]
+        doc["flag"] = running["flag"]
         doc["running_order"] = running["rows"]
     poles = views.get("class_poles")
     if poles is not None:
@@ -161,6 +162,8 @@ def json_document(result: FoldResult) -> dict[str, Any]:
 def _running_table(view: dict[str, Any]) -> Table:
     when = ("chequered flag" if view["chequered"]
             else format_ms(view["session_time_ms"], hours=True))
+    if view["flag"] == "RED" and not view["chequered"]:
+        when += ", RED flag" + (": ended under red" if view["finished"] else "")
     title = f"Running order ({view['session_kind']}, {when})"
     table = Table(title=title, title_justify="left")
     for name, justify in (("Pos", "right"), ("PIC", "right"), ("Car", "right"), ("Class", "left"),
