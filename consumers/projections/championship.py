@@ -45,6 +45,7 @@ from simulator.contract import (
 
 __all__ = [
     "CONSUMER",
+    "ROW",
     "VIEW",
     "ChampionshipState",
     "ChampionshipView",
@@ -609,6 +610,8 @@ class ChampionshipView(msgspec.Struct, frozen=True, kw_only=True):
 
 # The type of the published view, for ``lapcast schema``.
 VIEW: Final = ChampionshipView | None
+# A changed "row" of it is one of its top-level fields (any type).
+ROW: Final[Any] = Any
 
 
 def typed_view(state: ChampionshipState) -> ChampionshipView | None:

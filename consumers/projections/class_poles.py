@@ -32,6 +32,7 @@ from simulator.contract import (
 
 __all__ = [
     "CONSUMER",
+    "ROW",
     "VIEW",
     "ClassPole",
     "ClassPoles",
@@ -288,6 +289,8 @@ class ClassPole(msgspec.Struct, frozen=True, kw_only=True):
 
 # The type of the published view (class -> pole), for ``lapcast schema``.
 VIEW: Final = dict[str, ClassPole]
+# A changed row: one class.
+ROW: Final = ClassPole
 
 
 def typed_view(state: ClassPoles) -> dict[str, ClassPole]:

@@ -57,6 +57,7 @@ from simulator.contract import (
 
 __all__ = [
     "CONSUMER",
+    "ROW",
     "VIEW",
     "CarState",
     "Marker",
@@ -690,6 +691,8 @@ class RunningOrderView(msgspec.Struct, frozen=True, kw_only=True):
 
 # The type of the published view (the state document's ``state``), for ``lapcast schema``.
 VIEW: Final = RunningOrderView
+# A changed row: one car.
+ROW: Final = RunningOrderRow
 
 
 def typed_view(state: RunningOrder) -> RunningOrderView:
