@@ -442,7 +442,7 @@ class EngineLost(msgspec.Struct, frozen=True, kw_only=True):
     """The engine's last will on ``.../status``: the broker publishes it when the engine's
     connection dies. Nothing else is known then."""
 
-    state: Literal["lost"] = "lost"
+    state: Literal["lost"]
 
 
 # --- what consumers publish ---------------------------------------------------------------
@@ -510,7 +510,7 @@ class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
 class ConsumerLost(msgspec.Struct, frozen=True, kw_only=True):
     """A consumer's last will on its status topic: its connection died."""
 
-    state: Literal["lost"] = "lost"
+    state: Literal["lost"]
     consumer: str
     session_id: str
     client_id: str
@@ -713,7 +713,7 @@ def decode_dead_letter(payload: bytes) -> DeadLetter:
 
 
 # The bytes of the last wills, set when connecting (they never change).
-ENGINE_LOST: Final = encode(EngineLost())
+ENGINE_LOST: Final = encode(EngineLost(state="lost"))
 
 
 class Codec:

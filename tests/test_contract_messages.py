@@ -135,7 +135,7 @@ class TestEngineStatus:
     def test_the_last_will(self) -> None:
         """The engine's last will is the contract's EngineLost, byte for byte."""
         assert ENGINE_LOST == LOST_STATUS
-        assert decode_engine_status(LOST_STATUS) == EngineLost()
+        assert decode_engine_status(LOST_STATUS) == EngineLost(state="lost")
 
     def test_not_a_status(self) -> None:
         """Something else on the status topic is refused, naming the message and field."""
@@ -167,7 +167,7 @@ class TestConsumerHealth:
         """The runner's last will is ConsumerLost, byte for byte."""
         payload = runner._lost_payload()
         lost = decode_consumer_health(payload)
-        assert lost == ConsumerLost(consumer="class-poles", session_id="s1",
+        assert lost == ConsumerLost(state="lost", consumer="class-poles", session_id="s1",
                                     client_id=runner.client_id)
         same_bytes(payload, lost)
 
