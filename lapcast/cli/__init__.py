@@ -30,6 +30,7 @@ COMMANDS = (
     "consumers",
     "synth",
     "stress",
+    "schema",
 )
 
 
