@@ -11,11 +11,15 @@ from pathlib import Path
 
 from support.procs import alive, cmdline, descendants
 
+from consumers.folding import fold_all
+from consumers.registry import BUILTIN, load_consumer
+from lapcast.stress.cost import CpuSampler, bare_costs, process_cpu_s
 from lapcast.stress.harness import StressSettings, _Run
 from lapcast.stress.probe import ConsumerTrace
 from lapcast.stress.recorder import EventsTrace, parse_line, seq_range
 from lapcast.stress.report import Latency, event_latencies, max_behind, peak_rate, rate
-from simulator.synth import SynthSpec
+from simulator.contract import encode
+from simulator.synth import SynthSpec, events
 
 CLI = [sys.executable, "-m", "lapcast"]
 MS = 1_000_000
@@ -78,6 +82,38 @@ class TestStressRun:
         # (cars cross the line one at a time) would be a message of their own.
         assert engine["messages"] * 4 < engine["events"], engine
 
+    def test_cpu_per_event_beside_the_bare_work(self, tmp_path: Path) -> None:
+        """Every process's CPU per event over the run's events is there and above 0, each
+        consumer's at least its bare fold, beside the bare decode of the same events."""
+        done = subprocess.run(
+            [*CLI, "stress", "--cars", "24", "--laps", "150", "--seed", "4", "--rate", "10000",
+             "--pub-messages", "0", "--timeout", "90", "--json", "--no-progress"],
+            capture_output=True, text=True, timeout=150,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        assert report["ok"]
+        bare = report["bare"]
+        assert bare["events"] == report["events"] == report["journal_events"]
+        assert 0 < bare["decode_us"] < 1000 and 0 < bare["encode_us"] < 1000
+        assert set(bare["fold_us"]) == {"running-order", "class-poles", "championship"}
+        engine = report["engine"]
+        # ~3,400 events at 10,000/s: a window of about a third of a second.
+        assert 0.1 < engine["cpu_window_s"] < 30
+        assert 0 < engine["cpu_us_per_event"] < 10_000
+        assert engine["bare_us_per_event"] == round(bare["decode_us"] + bare["encode_us"], 3)
+        assert engine["overhead"] > 0
+        for consumer in report["consumers"]:
+            fold = bare["fold_us"][consumer["name"]]
+            assert 0 < fold == consumer["bare_fold_us_per_event"]
+            assert consumer["cpu_window_s"] >= engine["cpu_window_s"] * 0.9
+            assert consumer["cpu_us_per_event"] >= fold, consumer
+            assert consumer["bare_us_per_event"] == round(bare["decode_us"] + fold, 3)
+            assert consumer["overhead"] > 0
+        others = report["cpu_others_us_per_event"]
+        assert set(others) == {"mosquitto", "recorder", "harness"}
+        assert all(us is not None and us >= 0 for us in others.values())
+
     def test_sigkill_of_a_run_still_stops_its_children(self, tmp_path: Path) -> None:
         """A stress run killed with SIGKILL leaves no broker, engine or consumer behind."""
         run = subprocess.Popen(
@@ -110,6 +146,8 @@ class TestStressRun:
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         for text in ("Throughput", "mosquitto_pub", "latency p99", "state = fold of the journal",
+                     "CPU per event, first to last event", "bare, in the harness",
+                     "CPU µs/event", "overhead",
                      "Peak memory", "identical to the generated log",
                      "OK: 0 lost, 0 double-counted"):
             assert text in done.stdout, text
@@ -172,3 +210,48 @@ class TestReport:
         lat = Latency.of([i * MS for i in range(1, 101)])
         assert (lat.p50, lat.p99, lat.max, lat.samples) == (51.0, 100.0, 100.0, 100)
         assert Latency.of([]).samples == 0
+
+
+class TestCost:
+    def test_process_cpu_grows_with_work(self) -> None:
+        """/proc/PID/stat's utime + stime of this process counts CPU spent."""
+        before = process_cpu_s(os.getpid())
+        assert before is not None
+        deadline = time.process_time() + 0.1
+        while time.process_time() < deadline:
+            pass
+        after = process_cpu_s(os.getpid())
+        assert after is not None and after - before >= 0.05
+        assert process_cpu_s(2**22 + 12345) is None  # no such process
+
+    def test_cpu_between_takes_the_samples_around_the_window(self) -> None:
+        """From the last sample at or before the start to the first at or after the end:
+        work inside the window is never missed; no sample past the end gives None."""
+        sampler = CpuSampler(interval_s=3600)  # sampled by hand only
+        sampler.watch("me", os.getpid())
+        start = time.time_ns()
+        deadline = time.process_time() + 0.1
+        while time.process_time() < deadline:
+            pass
+        end = time.time_ns()
+        assert sampler.cpu_between("me", start, end) is None  # nothing sampled after
+        sampler.sample()
+        cpu = sampler.cpu_between("me", start, end)
+        assert cpu is not None and cpu >= 0.05
+        assert sampler.cpu_between("me", start - 10**12, end) is None  # before any sample
+        assert sampler.cpu_between("other", start, end) is None
+        sampler.stop()
+
+    def test_bare_costs_time_each_part_and_fold_as_offline(self) -> None:
+        """Decode, encode and each consumer's fold are timed apart over the same lines,
+        and the folders end where an offline fold of the events does."""
+        spec = SynthSpec(cars=8, laps=30, seed=2)
+        lines = [encode(e) + b"\n" for e in events(spec, session_id="s")]
+        consumers = [load_consumer(name) for name in BUILTIN]
+        bare, folders = bare_costs(iter(lines), consumers)
+        assert bare.events == len(lines)
+        assert bare.decode_us > 0 and bare.encode_us > 0
+        assert set(bare.fold_us) == set(BUILTIN) and all(v > 0 for v in bare.fold_us.values())
+        offline = fold_all(consumers, events(spec, session_id="s"))
+        assert [f.view() for f in folders] == [f.view() for f in offline]
+        assert [f.seq for f in folders] == [len(lines)] * 3

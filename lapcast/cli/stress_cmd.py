@@ -133,6 +133,40 @@ def _mb(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} MB"
 
 
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}x"
+
+
+def _cpu_table(report: StressReport) -> Table:
+    """CPU per event of every process over the run's events, beside the bare work."""
+    bare = report.bare
+    title = "CPU per event, first to last event (µs)"
+    if bare is not None:
+        title += (f"; bare, in the harness over the journal's {bare.events:,} events: "
+                  f"decode {bare.decode_us:.2f}, encode {bare.encode_us:.2f}")
+    table = Table(title=title, title_justify="left")
+    for col in ("", "CPU µs/event", "window s", "bare µs/event", "of which fold", "overhead"):
+        table.add_column(col, justify="right" if col else "left")
+    e = report.engine
+    table.add_row("engine", _us(e.cpu_us_per_event), _s(e.cpu_window_s),
+                  _us(e.bare_us_per_event), "", _x(e.overhead))
+    for c in report.consumers:
+        table.add_row(c.name, _us(c.cpu_us_per_event), _s(c.cpu_window_s),
+                      _us(c.bare_us_per_event), _us(c.bare_fold_us_per_event),
+                      _x(c.overhead))
+    for name, us in report.cpu_others_us_per_event.items():
+        table.add_row(name, _us(us), _s(e.cpu_window_s), "", "", "")
+    return table
+
+
 def print_report(report: StressReport, console: Console) -> None:
     target = "max" if report.rate_target is None else f"{report.rate_target:,.0f} events/s"
     speed = "max" if report.speed is None else f"{report.speed:,.1f}x"
@@ -180,6 +214,7 @@ def print_report(report: StressReport, console: Console) -> None:
     for label, cells, total in rows:
         table.add_row(label, *cells, total)
     console.print(table)
+    console.print(_cpu_table(report))
     console.print(
         f"Peak memory: engine {_mb(e.peak_rss_mb)}, mosquitto {_mb(report.broker_peak_rss_mb)}"
         f", " + ", ".join(f"{c.name} {_mb(c.peak_rss_mb)}" for c in report.consumers)

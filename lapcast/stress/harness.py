@@ -39,8 +39,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from consumers.folding import fold_all
 from consumers.registry import BUILTIN, load_consumer
+from lapcast.stress.cost import BareCosts, CpuSampler, bare_costs
 from lapcast.stress.probe import Probe
 from lapcast.stress.recorder import (
     EventsRecorder,
@@ -57,6 +57,7 @@ from lapcast.stress.report import (
     event_latencies,
     max_behind,
     peak_rate,
+    per_event_us,
     rate,
 )
 from lapcast.topology import (
@@ -81,7 +82,6 @@ from simulator.connection import (
 from simulator.contract import encode
 from simulator.errors import LapcastError
 from simulator.replay.engine import check_linger_ms
-from simulator.sources import load_source
 from simulator.synth import SynthSpec, events
 
 __all__ = ["Progress", "StressSettings", "run_stress"]
@@ -164,6 +164,7 @@ class _Run:
         self.supervisor: Supervisor | None = None
         self.probe: Probe | None = None
         self.recorder: EventsRecorder | None = None
+        self.sampler = CpuSampler()
         self.events = EventsTrace()  # read from the recording once the run is over
         self._rates: list[tuple[float, int]] = []  # (monotonic, newest seq) for progress
         self.errors: list[str] = []
@@ -186,6 +187,7 @@ class _Run:
                                        self.dir / "events.rec", env=client_env,
                                        client_id=f"lapcast-stress-rec-{self.session_id}")
         self.recorder.wait_subscribed()
+        self._watch_cpu()
         self.probe = Probe(host=broker.host, port=broker.port, session_id=self.session_id,
                            consumers=list(s.consumers), broker=broker)
         self.probe.start()
@@ -194,6 +196,7 @@ class _Run:
         cpu_before = _own_cpu_s()
         timed_out = self._follow(total)
         probe_cpu = _own_cpu_s() - cpu_before
+        self.sampler.stop()  # its last sample: after the last event and state
         assert self.supervisor is not None and self.engine is not None
         # The consumers first (their last state and health), then the engine.
         usages = self.supervisor.stop_children(s.consumers, grace_s=10.0)
@@ -210,10 +213,12 @@ class _Run:
                            if (peak := vm_hwm_mb(node.pid)) is not None), default=None)
         self._on_phase("checking", total)
         journal_events, journal_ok = self._check_journal()
-        figures = self._consumer_figures(total, journal_events, usages)
+        bare, folders = self._bare(journal_events)
+        figures = self._consumer_figures(total, journal_events, usages, folders, bare)
         engine_figures = self._engine_figures(total)
         engine_figures.peak_rss_mb = engine_usage.peak_rss_mb
         engine_figures.cpu_s = round(engine_usage.cpu_s, 2)
+        cpu_others = self._cpu_figures(engine_figures, figures, bare)
         all_latencies: list[int] = []
         for name in s.consumers:
             all_latencies.extend(event_latencies(self.events, self.probe.consumers[name],
@@ -227,6 +232,7 @@ class _Run:
             consumers=figures, latency=Latency.of(all_latencies),
             journal_events=journal_events, journal_matches_log=journal_ok,
             broker_peak_rss_mb=None if broker_peak is None else round(broker_peak, 1),
+            bare=bare, cpu_others_us_per_event=cpu_others,
             mosquitto_pub=pub, probe_cpu_s=round(probe_cpu, 2),
             recorder_cpu_s=round(self.recorder.cpu_s, 2),
             wall_s=round(time.monotonic() - self.started, 1),
@@ -301,6 +307,8 @@ class _Run:
         assert self.supervisor is not None and self.probe is not None
         self._on_phase("starting consumers", 0)
         self.supervisor.start_consumers()
+        for name, child in self.consumers.items():
+            self.sampler.watch(name, child.pid)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for name, child in self.consumers.items():
@@ -316,6 +324,8 @@ class _Run:
         assert self.supervisor is not None
         self._on_phase("starting the engine", 0)
         self.supervisor.start_engine()
+        assert self.engine is not None
+        self.sampler.watch("engine", self.engine.pid)
 
     def _follow(self, total: int) -> bool:
         """Until every consumer has folded the last event; True if it timed out."""
@@ -429,16 +439,24 @@ class _Run:
             self.errors.append(f"journal epochs {list(index.epochs)}, expected [1]")
         return index.last_seq(1), _digest(self.journal_path) == _digest(self.field_path)
 
-    def _consumer_figures(self, total: int, journal_events: int,
-                          usages: dict[str, Any]) -> list[ConsumerFigures]:
+    def _bare(self, journal_events: int) -> tuple[BareCosts | None, dict[str, Any]]:
+        """The bare decode, encode and folds of the journal's events, timed; the folders
+        (the offline fold the consumers' states are checked against), by name."""
+        if not journal_events:
+            return None, {}
+        self._on_phase("bare decode and folds", self.total)
+        with open(self.journal_path, "rb") as f:
+            bare, folders = bare_costs(f, [load_consumer(n) for n in self.s.consumers])
+        return bare, {folder.consumer.name: folder for folder in folders}
+
+    def _consumer_figures(self, total: int, journal_events: int, usages: dict[str, Any],
+                          folders: dict[str, Any], bare: BareCosts | None
+                          ) -> list[ConsumerFigures]:
         probe, trace_events = self.probe, self.events
         assert probe is not None
-        folded: dict[str, Any] = {}
-        if journal_events:
-            folders = fold_all([load_consumer(n) for n in self.s.consumers],
-                               load_source(str(self.journal_path)).events())
-            folded = {f.consumer.name: f.view() for f in folders}
+        folded = {name: folder.view() for name, folder in folders.items()}
         last_published = max(trace_events.published_ns, default=0)
+        first_pub = trace_events.published_ns[0] if trace_events.messages else None
         out = []
         for name in self.s.consumers:
             trace = probe.consumers[name]
@@ -450,8 +468,10 @@ class _Run:
                     msgspec.to_builtins(folded[name])))
                 matches = msgspec.json.decode(trace.last_state).get("state") == expected
             caught_up = next((recv for seq, recv, _ in trace.states if seq >= total), None)
-            first_pub = trace_events.published_ns[0] if trace_events.messages else None
             usage = usages.get(name)
+            cpu = (None if caught_up is None or first_pub is None
+                   else self.sampler.cpu_between(name, first_pub, caught_up))
+            fold_us = None if bare is None else bare.fold_us.get(name)
             out.append(ConsumerFigures(
                 name=name, applied=applied, last_seq=int(health.get("last_seq") or 0),
                 lost=max(0, journal_events - applied),
@@ -467,9 +487,42 @@ class _Run:
                 latency=Latency.of(event_latencies(trace_events, trace, total)),
                 peak_rss_mb=None if usage is None else round(usage.peak_rss_mb, 1),
                 cpu_s=None if usage is None else round(usage.cpu_s, 2),
+                cpu_window_s=(None if caught_up is None or first_pub is None
+                              else round((caught_up - first_pub) / 1e9, 3)),
+                cpu_us_per_event=per_event_us(cpu, applied),
+                bare_fold_us_per_event=fold_us,
+                bare_us_per_event=(None if bare is None or fold_us is None
+                                   else round(bare.decode_us + fold_us, 3)),
                 dead_letters=int(health.get("dead_letters") or 0),
             ))
         return out
+
+    def _cpu_figures(self, engine: EngineFigures, consumers: list[ConsumerFigures],
+                     bare: BareCosts | None) -> dict[str, float | None]:
+        """The engine's CPU per event (into ``engine``) and that of the other processes
+        of the run over the engine's window: the broker, the recorder and the harness."""
+        trace = self.events
+        if not trace.messages:
+            return {}
+        first, last = trace.published_ns[0], max(trace.received_ns)
+        engine.cpu_window_s = round((last - first) / 1e9, 3)
+        engine.cpu_us_per_event = per_event_us(
+            self.sampler.cpu_between("engine", first, last), engine.events)
+        if bare is not None:
+            engine.bare_us_per_event = round(bare.decode_us + bare.encode_us, 3)
+        return {name: per_event_us(self.sampler.cpu_between(name, first, last), engine.events)
+                for name in self.sampler.names() if name != "engine"
+                and name not in self.s.consumers}
+
+    def _watch_cpu(self) -> None:
+        """The broker's processes, the recorder and this process (the probe, mostly)
+        from now on; the consumers and the engine as they start."""
+        assert self.supervisor is not None and self.recorder is not None
+        for node in self.supervisor.broker.children():
+            self.sampler.watch(node.name, node.pid)
+        self.sampler.watch("recorder", self.recorder.child.pid)
+        self.sampler.watch("harness", os.getpid())
+        self.sampler.start()
 
     def _engine_figures(self, total: int) -> EngineFigures:
         trace = self.events
@@ -522,6 +575,8 @@ class _Run:
         if self.supervisor is not None:
             with contextlib.suppress(Exception):
                 self.supervisor.stop_children()
+        with contextlib.suppress(Exception):
+            self.sampler.stop()
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 self.recorder.stop()

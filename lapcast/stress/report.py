@@ -4,6 +4,10 @@ Latency of an event for a consumer: the arrival, at the probe, of the first stat
 message of that consumer whose ``seq`` reaches the event, minus the engine's
 ``published_at_ns`` of the message that carried the event. It includes both broker
 hops, the decode, the fold and the coalescing wait (``--publish-ms``).
+
+CPU per event of a process: its CPU time over a window of the run divided by the
+events (``lapcast.stress.cost``), beside the bare work of the same events measured
+in the harness: ``overhead`` is the one over the other.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lapcast.stress.cost import BareCosts
 from lapcast.stress.probe import ConsumerTrace
 from lapcast.stress.recorder import EventsTrace
 
@@ -25,6 +30,7 @@ __all__ = [
     "event_latencies",
     "max_behind",
     "peak_rate",
+    "per_event_us",
     "rate",
 ]
 
@@ -62,6 +68,14 @@ class EngineFigures:
     cpu_s: float | None = None
     lost_at_probe: int = 0  # events the probe never received
     redelivered_at_probe: int = 0  # QoS 1 duplicates the probe received
+    # First event published to last event received by the recorder.
+    cpu_window_s: float | None = None
+    cpu_us_per_event: float | None = None  # the engine's CPU over that window
+    bare_us_per_event: float | None = None  # bare decode + encode of an event
+
+    @property
+    def overhead(self) -> float | None:
+        return _ratio(self.cpu_us_per_event, self.bare_us_per_event)
 
 
 @dataclass(kw_only=True)
@@ -82,7 +96,16 @@ class ConsumerFigures:
     latency: Latency
     peak_rss_mb: float | None = None
     cpu_s: float | None = None
+    # First event published to the first state reaching the last event, at the probe.
+    cpu_window_s: float | None = None
+    cpu_us_per_event: float | None = None  # the consumer's CPU over that window
+    bare_fold_us_per_event: float | None = None  # its Folder.apply alone
+    bare_us_per_event: float | None = None  # bare decode + its fold
     dead_letters: int = 0
+
+    @property
+    def overhead(self) -> float | None:
+        return _ratio(self.cpu_us_per_event, self.bare_us_per_event)
 
 
 @dataclass(kw_only=True)
@@ -119,6 +142,9 @@ class StressReport:
     probe_cpu_s: float  # this process while the engine ran (the state probe, mostly)
     recorder_cpu_s: float  # mosquitto_sub recording the events
     wall_s: float
+    bare: BareCosts | None = None  # the bare decode, encode and folds of the journal
+    # Over the engine's window: the broker's processes, the recorder, the harness.
+    cpu_others_us_per_event: dict[str, float | None] = field(default_factory=dict)
     timed_out: bool = False
     errors: list[str] = field(default_factory=list)
     workdir: str | None = None
@@ -142,7 +168,21 @@ class StressReport:
         doc["lost"] = self.lost
         doc["double_counted"] = self.double_counted
         doc["ok"] = self.ok
+        doc["engine"]["overhead"] = self.engine.overhead
+        for out, consumer in zip(doc["consumers"], self.consumers, strict=True):
+            out["overhead"] = consumer.overhead
         return doc
+
+
+def per_event_us(cpu_s: float | None, events: int) -> float | None:
+    """Microseconds per event, None when either is unknown."""
+    if cpu_s is None or events <= 0:
+        return None
+    return round(cpu_s / events * 1e6, 2)
+
+
+def _ratio(cost: float | None, bare: float | None) -> float | None:
+    return None if cost is None or not bare else round(cost / bare, 2)
 
 
 def event_latencies(events: EventsTrace, consumer: ConsumerTrace, total: int) -> array[int]:
