@@ -160,3 +160,65 @@ class TestInbox:
             await _until(lambda: inbox.queue.qsize() == 3, timeout=5)
             topics = [inbox.queue.get_nowait().topic.value for _ in range(3)]
         assert topics == ["inbox/0", "inbox/1", "inbox/2"]
+
+
+class TestPublishDecodeSpeedup:
+    def test_decodes_as_paho_does(self) -> None:
+        """Every shape lapcast sends (QoS 0/1, retained, dup, no/one/two user properties)
+        decodes to paho's own PublishPacket, types included; other properties go to paho."""
+        from simulator.mqtt import workarounds
+
+        assert workarounds.install_properties_speedup()
+        assert workarounds.publish_decode_speedup_matches_paho()
+        assert workarounds.install_publish_decode_speedup()
+        assert workarounds.install_publish_decode_speedup()  # idempotent
+
+    def test_what_paho_refuses_is_still_refused(self) -> None:
+        """A null in a user property, a truncated packet or a property length past the end
+        raise paho's MalformedPacket, as without the speedup."""
+        from paho.mqtt.enums import MQTTProtocolVersion
+        from paho.mqtt.exception import MalformedPacket
+
+        from simulator.mqtt import workarounds
+
+        def string(text: bytes) -> bytes:
+            return len(text).to_bytes(2, "big") + text
+
+        topic = string(b"t")
+        bad_null = b"\x26" + string(b"k\x00") + string(b"v")
+        for packet in (topic + b"\x00\x01" + bytes((len(bad_null),)) + bad_null,
+                       topic + b"\x00\x01\x40\x26\x00",  # property length past the end
+                       b"\x00\x09ab"):  # topic cut short
+            with pytest.raises(MalformedPacket):
+                workarounds._fast_decode_publish(0x32, packet, MQTTProtocolVersion.MQTTv5)
+
+    async def test_a_real_message_keeps_its_user_property(
+        self, broker: MosquittoProcess
+    ) -> None:
+        """Through a real Mosquitto, with the speedup installed: payload, topic, QoS,
+        retain flag and the published_at_ns user property arrive as sent."""
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        from simulator.mqtt import workarounds
+
+        assert workarounds.install_publish_decode_speedup()
+        settings = parse_broker_url(broker.url)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = ("published_at_ns", "123456789")
+        async with settings.client() as client:
+            await client.subscribe("speedup/#", qos=1)
+            await client.publish("speedup/a", b'{"seq":1}', qos=1, properties=props)
+            await client.publish("speedup/b", b"plain", qos=0, retain=True)
+            got = {}
+            async with asyncio.timeout(5):
+                async for message in client.messages:
+                    got[message.topic.value] = message
+                    if len(got) == 2:
+                        break
+        first, second = got["speedup/a"], got["speedup/b"]
+        assert first.payload == b'{"seq":1}' and type(first.payload) is bytes
+        assert first.qos == 1 and not first.retain
+        assert first.properties.UserProperty == [("published_at_ns", "123456789")]  # type: ignore[union-attr]
+        assert second.payload == b"plain" and second.qos == 0
+        assert not hasattr(second.properties, "UserProperty")

@@ -84,8 +84,9 @@ class TestFullRace:
 class TestBatchesAndEncodings:
     async def test_batches_carry_consecutive_events_and_the_journal_one_per_line(
             self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
-        """With --batch 16 at max speed messages are Batches of up to 16 consecutive events;
-        the journal still holds one JSON line per event."""
+        """With --batch 16 at max speed messages are Batches of up to 16 consecutive events,
+        each payload the bytes the contract's encoder gives for it (built from the journal
+        lines, not encoded again); the journal still holds one JSON line per event."""
         source = generated_source(session_id, cars=10, laps=40)
         journal = tmp_path / "b.jsonl"
         engine = ReplayEngine(source, _settings(broker, journal, speed=None, batch=16,
@@ -97,6 +98,7 @@ class TestBatchesAndEncodings:
         messages = [decode_message(m.payload) for m in recorder.on(topic)]
         assert any(isinstance(m, Batch) and len(m.events) == 16 for m in messages)
         assert all(len(m.events) <= 16 for m in messages if isinstance(m, Batch))
+        assert [m.payload for m in recorder.on(topic)] == [encode(m) for m in messages]
         events = recorder.events(topic)
         assert [e.seq for e in events] == list(range(1, engine.total_events + 1))
         assert [encode(e) for e in events] == _journal_lines(journal)
