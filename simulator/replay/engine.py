@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from simulator.connection import BrokerSettings
 from simulator.contract import Encoding
 from simulator.errors import ControlError, LapcastError
 from simulator.journal import DEFAULT_FSYNC_INTERVAL_S, JournalWriter
+from simulator.replay import bounds
 from simulator.replay.catchup import CatchupService
 from simulator.replay.control import Command, Pause, Rejection, Resume, Seek, Speed, describe
 from simulator.replay.cursor import Cursor, scan
@@ -55,6 +57,7 @@ __all__ = [
     "ReplaySettings",
     "ReplayStats",
     "check_linger_ms",
+    "check_settings",
     "default_journal",
 ]
 
@@ -63,8 +66,26 @@ log = structlog.get_logger()
 
 def check_linger_ms(linger_ms: float) -> None:
     """Refuse a linger outside 0..1000 ms (``--linger-ms``), naming the option."""
-    if not 0 <= linger_ms <= 1000:
-        raise LapcastError(f"--linger-ms {linger_ms:g}: from 0 to 1000")
+    _option("--linger-ms", bounds.check_linger_ms, linger_ms)
+
+
+def check_settings(settings: ReplaySettings) -> None:
+    """Refuse numbers out of range (``simulator.replay.bounds``), naming the option."""
+    _option("--speed", bounds.check_speed, settings.speed)
+    _option("--batch", bounds.check_batch, settings.batch)
+    _option("--window", bounds.check_window, settings.window)
+    check_linger_ms(settings.linger_ms)
+    if isinstance(settings.start_ms, bool) or not isinstance(settings.start_ms, int) or (
+            settings.start_ms < 0):
+        raise LapcastError(f"--from {bounds.shown(settings.start_ms)}: a session time "
+                           "cannot be negative")
+
+
+def _option(name: str, check: Callable[[Any], object], value: object) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise LapcastError(f"{name}: {exc}") from None
 
 
 def default_journal(session_id: str) -> Path:
@@ -107,6 +128,10 @@ class ReplayStats:
     events_published: int = 0  # distinct events acknowledged by the broker
     messages_acked: int = 0
     connections: int = 0
+    # Catch-up requests that could not be answered (each is logged): no response topic,
+    # or one outside the reply tree.
+    catchup_without_reply_topic: int = 0
+    catchup_reply_topic_refused: int = 0
     # (epoch, seq, wall clock ns) of each reconnection: where it resumed, and when.
     resumes: list[tuple[int, int, int]] = field(default_factory=list)
     # Publish time minus deadline, in ms, of recent paced messages.
@@ -124,9 +149,7 @@ class ReplayEngine:
 
     def __init__(self, source: Source, settings: ReplaySettings, *,
                  clock: Clock | None = None) -> None:
-        if settings.batch < 1:
-            raise LapcastError(f"--batch {settings.batch}: must be at least 1")
-        check_linger_ms(settings.linger_ms)
+        check_settings(settings)
         self.source = source
         self.settings = settings
         self.session_id = topics.validate_session_id(source.session_id)
@@ -179,9 +202,11 @@ class ReplayEngine:
         log.info("replay resumed")
 
     def set_speed(self, factor: float | None) -> None:
-        """``factor`` above 0, or None for max."""
-        if factor is not None and not factor > 0:
-            raise ControlError(f"speed {factor} must be a number above 0, or max")
+        """``factor`` from 0.01 to 10,000,000 (``bounds``), or None for max."""
+        try:
+            factor = bounds.check_speed(factor)
+        except ValueError as exc:
+            raise ControlError(str(exc)) from None
         self.pacer.set_speed(factor)
         self.status_publisher.now()
         log.info("replay speed", speed="max" if factor is None else factor)
@@ -329,7 +354,8 @@ class ReplayEngine:
             catchup_topic=topics.catchup_request(self.session_id),
             catchup=CatchupService(journal, current_epoch=lambda: self.epoch,
                                    session_id=self.session_id),
-            apply=self.apply, status=self.status_publisher, spawn=self.link.spawn)
+            apply=self.apply, status=self.status_publisher, spawn=self.link.spawn,
+            stats=self.stats)
         log.info("replay starting", session=self.session_id, events=self.total_events,
                  epoch=self.epoch, broker=s.broker.describe(), journal=str(s.journal_path))
         fsync = asyncio.create_task(write_ahead.fsync_loop())

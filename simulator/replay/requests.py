@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import msgspec
 import structlog
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from simulator.replay.catchup import CatchupService
 from simulator.replay.control import Command, Rejection, describe, parse_command
 from simulator.replay.status import StatusPublisher
+
+if TYPE_CHECKING:
+    from simulator.replay.engine import ReplayStats
 
 __all__ = ["Requests"]
 
@@ -30,16 +34,22 @@ class Requests:
 
     def __init__(self, *, control_topic: str, catchup_topic: str, catchup: CatchupService,
                  apply: Callable[[Command], Rejection | None], status: StatusPublisher,
-                 spawn: Callable[[Coroutine[Any, Any, None]], object]) -> None:
+                 spawn: Callable[[Coroutine[Any, Any, None]], object],
+                 stats: ReplayStats) -> None:
         self.control_topic = control_topic
         self.catchup_topic = catchup_topic
         self.catchup = catchup
         self.apply = apply
         self.status = status
         self.spawn = spawn  # a task of the current connection
+        self.stats = stats
 
-    def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self.control_topic, 1), (self.catchup_topic, 1)]
+    def subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        # Retain-as-published (MQTT v5): a retained control message keeps its retain
+        # flag when it is delivered live too, not only at subscribe time, so the
+        # reader can ignore every one of them (a command acts once, when it is sent).
+        control = SubscribeOptions(qos=1, retainAsPublished=True)
+        return [(self.control_topic, control), (self.catchup_topic, SubscribeOptions(qos=1))]
 
     async def read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -68,8 +78,13 @@ class Requests:
 
     async def _serve_catchup(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         try:
-            await self.catchup.handle(client, message)
+            outcome = await self.catchup.handle(client, message)
         except (aiomqtt.MqttError, asyncio.CancelledError):
             raise
         except Exception:  # a bad request must not take the engine down
             log.exception("catch-up request failed")
+            return
+        if outcome == "no reply topic":
+            self.stats.catchup_without_reply_topic += 1
+        elif outcome == "reply topic refused":
+            self.stats.catchup_reply_topic_refused += 1
