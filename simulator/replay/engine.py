@@ -36,7 +36,7 @@ from simulator import topics
 from simulator.connection import BrokerSettings
 from simulator.contract import Encoding
 from simulator.errors import ControlError, LapcastError
-from simulator.journal import DEFAULT_FSYNC_INTERVAL_S, JournalWriter
+from simulator.journal import DEFAULT_FSYNC_INTERVAL_S, JournalError, JournalWriter
 from simulator.replay import bounds
 from simulator.replay.catchup import CatchupService
 from simulator.replay.control import Command, Pause, Rejection, Resume, Seek, Speed, describe
@@ -170,7 +170,7 @@ class ReplayEngine:
         self.link = BrokerLink(settings=settings, session_id=self.session_id, stats=self.stats,
                                delivery=self.delivery, status=self.status_publisher,
                                stop=self._stop, serve=self._serve,
-                               final_state=lambda: "finished" if self._finished else "stopped")
+                               final_status=self._final_status)
         # Set by run(): they need the journal.
         self.write_ahead: WriteAhead | None = None
         self.publisher: Publisher | None = None
@@ -269,6 +269,8 @@ class ReplayEngine:
     # --- status -----------------------------------------------------------------------
 
     def state(self) -> str:
+        if self.write_ahead is not None and self.write_ahead.failure is not None:
+            return "error"
         if self._finished:
             return "finished"
         return "paused" if self.pacer.paused else "running"
@@ -304,6 +306,20 @@ class ReplayEngine:
         if self.settings.exit_when_done:
             self._stop.set()
 
+    def _on_journal_failure(self, error: JournalError) -> None:
+        """Nothing more is published (``WriteAhead``); stop, saying ``error``."""
+        self.status_publisher.now()
+        self._stop.set()
+
+    def _final_status(self, error: BaseException | None) -> dict[str, Any]:
+        """The last status of a connection: ended by ``error``, or by a stop."""
+        failure = self.write_ahead.failure if self.write_ahead is not None else None
+        if failure is not None:
+            return {"state": "error", "reason": str(failure)}
+        if error is not None:
+            return {"state": "lost", "reason": str(error)}
+        return {"state": "finished" if self._finished else "stopped"}
+
     def _sync(self) -> None:
         if self.write_ahead is not None:
             self.write_ahead.sync()
@@ -315,8 +331,8 @@ class ReplayEngine:
 
     async def _serve(self, client: aiomqtt.Client) -> asyncio.Task[None]:
         """A new connection: subscribe, resend what is pending, start publishing."""
-        publisher, requests = self.publisher, self.requests
-        assert publisher is not None and requests is not None
+        publisher, requests, write_ahead = self.publisher, self.requests, self.write_ahead
+        assert publisher is not None and requests is not None and write_ahead is not None
         spawn = self.link.spawn
         await client.subscribe(requests.subscriptions())
         spawn(requests.read(client))
@@ -331,6 +347,9 @@ class ReplayEngine:
                 resume = (self.epoch, event.seq if event else self.total_events + 1)
             self.stats.resumes.append((*resume, time.time_ns()))
             log.warning("reconnected: resuming", epoch=resume[0], seq=resume[1])
+        if not write_ahead.flush():  # resent messages are journaled first
+            assert write_ahead.failure is not None
+            raise write_ahead.failure
         await self.delivery.resend()
         pump = spawn(publisher.pump())
         spawn(self.status_publisher.loop(client))
@@ -341,7 +360,9 @@ class ReplayEngine:
         s = self.settings
         journal = JournalWriter(s.journal_path, session_id=self.session_id,
                                 fsync_interval_s=s.fsync_interval_s)
-        write_ahead = self.write_ahead = WriteAhead(journal, fsync_interval_s=s.fsync_interval_s)
+        write_ahead = self.write_ahead = WriteAhead(
+            journal, self.delivery, fsync_interval_s=s.fsync_interval_s,
+            on_failure=self._on_journal_failure)
         self.epoch = journal.last_epoch + 1
         self.publisher = Publisher(
             cursor=Cursor(self.source, self.epoch), pacer=self.pacer, clock=self.clock,
@@ -361,9 +382,13 @@ class ReplayEngine:
         fsync = asyncio.create_task(write_ahead.fsync_loop())
         try:
             await self.link.run()
+        except JournalError:
+            pass  # raised below, once the journal is closed
         finally:
             fsync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fsync
             write_ahead.close()
+        if write_ahead.failure is not None:
+            raise write_ahead.failure from None
         return self.stats

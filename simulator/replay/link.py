@@ -41,7 +41,7 @@ class BrokerLink:
     def __init__(self, *, settings: ReplaySettings, session_id: str, stats: ReplayStats,
                  delivery: Delivery, status: StatusPublisher, stop: asyncio.Event,
                  serve: Callable[[aiomqtt.Client], Awaitable[asyncio.Task[None]]],
-                 final_state: Callable[[], str]) -> None:
+                 final_status: Callable[[BaseException | None], dict[str, Any]]) -> None:
         self.settings = settings
         self.session_id = session_id
         self.stats = stats
@@ -51,7 +51,8 @@ class BrokerLink:
         # The engine's work on a new connection; returns the task that publishes
         # (cancelled first on a clean stop, before the last acknowledgements).
         self.serve = serve
-        self.final_state = final_state
+        # The last status of a connection (state, reason), ended by an error or a stop.
+        self.final_status = final_status
         self.connected = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._reconnector = Reconnector(
@@ -126,14 +127,14 @@ class BrokerLink:
             error = _single(group)
             if not isinstance(error, _Stopping):
                 raise error from None
-        await self.status.publish(client, state=self.final_state(),
-                                  timeout=self.settings.stop_grace_s)
+        await self.status.publish(client, timeout=self.settings.stop_grace_s,
+                                  **self.final_status(None))
 
     async def _say_lost(self, client: aiomqtt.Client, exc: BaseException) -> None:
         """Best effort: a clean disconnect sends no last will, so say it ourselves."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
-                await self.status.publish(client, state="lost", reason=str(exc))
+                await self.status.publish(client, **self.final_status(exc))
 
 
 class _Stopping(Exception):
