@@ -12,6 +12,7 @@ import asyncio
 import errno
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,11 @@ class TestFailingJournal:
             assert engine.write_ahead is not None
             writer = engine.write_ahead.journal
             writer._file = FullDisk(writer._file, room=20_000)  # type: ignore[assignment]
+            started = time.monotonic()
             with pytest.raises(JournalError, match=r"No space left on device \(errno 28\)"):
                 await asyncio.wait_for(task, 30)
+            # At once: the messages never published are not waited for (stop_grace_s 5).
+            assert time.monotonic() - started < 2.0
             await recorder.wait_for(lambda r: _last_status(r, session_id).get("state")
                                     == "error")
             await asyncio.sleep(0.2)  # anything still on its way

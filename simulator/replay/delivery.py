@@ -144,6 +144,17 @@ class Delivery:
             if not self._launch(item):
                 return
 
+    def drop_queued(self) -> int:
+        """Forget the messages not launched yet (their events never reached the journal:
+        they must never be published); returns how many."""
+        queued = self._queued
+        self._queued = []
+        for _ in queued:  # the queued messages are the tail of pending
+            self.pending.pop()
+        if not self.pending:
+            self._drained.set()
+        return len(queued)
+
     async def resend(self) -> int:
         """Publish every pending message again, in order (after a reconnect, once the
         journal is flushed)."""

@@ -46,7 +46,7 @@ from simulator.replay.link import LOST_STATUS, BrokerLink
 from simulator.replay.pacing import Clock, MonotonicClock, Pacer
 from simulator.replay.publisher import Publisher
 from simulator.replay.requests import Requests
-from simulator.replay.status import StatusPublisher, status_document
+from simulator.replay.status import StatusPublisher, final_status, status_document
 from simulator.replay.writeahead import WriteAhead
 from simulator.sources import Source
 from simulator.timefmt import format_ms
@@ -170,7 +170,7 @@ class ReplayEngine:
         self.link = BrokerLink(settings=settings, session_id=self.session_id, stats=self.stats,
                                delivery=self.delivery, status=self.status_publisher,
                                stop=self._stop, serve=self._serve,
-                               final_status=self._final_status)
+                               final_status=lambda error: final_status(self, error))
         # Set by run(): they need the journal.
         self.write_ahead: WriteAhead | None = None
         self.publisher: Publisher | None = None
@@ -308,17 +308,10 @@ class ReplayEngine:
 
     def _on_journal_failure(self, error: JournalError) -> None:
         """Nothing more is published (``WriteAhead``); stop, saying ``error``."""
+        dropped = self.delivery.drop_queued()
+        log.info("messages never published: their events are not journaled", count=dropped)
         self.status_publisher.now()
         self._stop.set()
-
-    def _final_status(self, error: BaseException | None) -> dict[str, Any]:
-        """The last status of a connection: ended by ``error``, or by a stop."""
-        failure = self.write_ahead.failure if self.write_ahead is not None else None
-        if failure is not None:
-            return {"state": "error", "reason": str(failure)}
-        if error is not None:
-            return {"state": "lost", "reason": str(error)}
-        return {"state": "finished" if self._finished else "stopped"}
 
     def _sync(self) -> None:
         if self.write_ahead is not None:

@@ -1,9 +1,10 @@
 """The engine's status: one document, published retained on ``.../status``.
 
-``status_document`` is the one place that says what the document holds.
-``StatusPublisher`` publishes it on every change (``now()``, coalesced) and every
-``interval_s`` anyway, and with an ``accepted`` or ``rejected`` answer to a control
-message, or a final state when the engine stops.
+``status_document`` is the one place that says what the document holds, and
+``final_status`` how a connection ended (``error`` with the reason when the journal
+failed). ``StatusPublisher`` publishes the document on every change (``now()``,
+coalesced) and every ``interval_s`` anyway, and with an ``accepted`` or
+``rejected`` answer to a control message, or a final state when the engine stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from simulator.replay.engine import ReplayEngine
 
-__all__ = ["StatusPublisher", "status_document"]
+__all__ = ["StatusPublisher", "final_status", "status_document"]
 
 
 def status_document(engine: ReplayEngine, **extra: Any) -> dict[str, Any]:
@@ -44,6 +45,16 @@ def status_document(engine: ReplayEngine, **extra: Any) -> dict[str, Any]:
     }
     doc.update(extra)
     return doc
+
+
+def final_status(engine: ReplayEngine, error: BaseException | None) -> dict[str, Any]:
+    """The fields of a connection's last status: ended by ``error``, or by a stop."""
+    write_ahead = engine.write_ahead
+    if write_ahead is not None and write_ahead.failure is not None:
+        return {"state": "error", "reason": str(write_ahead.failure)}
+    if error is not None:
+        return {"state": "lost", "reason": str(error)}
+    return {"state": "finished" if engine.finished else "stopped"}
 
 
 class StatusPublisher:
