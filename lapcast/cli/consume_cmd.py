@@ -14,7 +14,13 @@ from pathlib import Path
 
 from consumers.registry import load_consumer
 from consumers.runner import ConsumerRunner, RunnerSettings, default_state_dir
-from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
+from lapcast.cli.common import (
+    add_broker_options,
+    broker_settings,
+    readable_file,
+    session_id_arg,
+    writable_dir,
+)
 
 __all__ = ["register"]
 
@@ -59,11 +65,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    state_dir = writable_dir(args.state_dir or default_state_dir(),
+                             what="state folder (--state-dir)")
+    if args.journal is not None:
+        # It may not exist yet: the engine writes it, perhaps started after us.
+        readable_file(args.journal, what="journal (--journal)", missing_ok=True)
+    broker = broker_settings(args)
     consumer = load_consumer(args.name)
     settings = RunnerSettings(
         session_id=args.session,
         client_id=args.client_id,
-        state_dir=args.state_dir or default_state_dir(),
+        state_dir=state_dir,
         journal=args.journal,
         checkpoint_events=args.checkpoint_events,
         checkpoint_ms=args.checkpoint_ms,
@@ -72,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         session_expiry_s=args.session_expiry,
         catchup_timeout_s=args.catchup_timeout,
     )
-    runner = ConsumerRunner(consumer, broker_settings(args), settings)
+    runner = ConsumerRunner(consumer, broker, settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

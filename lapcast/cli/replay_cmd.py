@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import add_broker_options, broker_settings, source_arg, writable_file
 from simulator.errors import ControlError
 from simulator.replay.control import parse_speed
 from simulator.replay.engine import ReplayEngine, ReplaySettings, default_journal
@@ -106,11 +106,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    source_arg(args.source)
+    if args.journal is not None:
+        writable_file(args.journal, what="journal (--journal)")
+    broker = broker_settings(args)
     source = load_source(source_from_options(args.source, args), session_id=args.session_id,
                          granularity=args.granularity)
+    journal = args.journal or writable_file(default_journal(source.session_id),
+                                            what="journal (default; --journal)")
     settings = ReplaySettings(
-        broker=broker_settings(args),
-        journal_path=args.journal or default_journal(source.session_id),
+        broker=broker,
+        journal_path=journal,
         speed=args.speed,
         start_ms=args.start,
         batch=args.batch,
