@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from lapcast.cli.common import writable_file
+from lapcast.cli.common import PathError, describe_os_error, writable_file
 from simulator.contract import Event, LapCompleted, encode
 from simulator.synth import SynthSpec, add_synth_options, events, spec_from_options
 
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 count = _write_with_progress(spec, stream, f)
         os.replace(partial, path)
+    except OSError as exc:  # a disk that fills, an I/O error: the write names no file
+        raise PathError(path, "output (--out)",
+                        f"cannot write: {describe_os_error(exc)}") from exc
     finally:
         partial.unlink(missing_ok=True)
     elapsed = time.perf_counter() - started
