@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="MQTT client id, stable across restarts "
                              "(default lapcast-NAME-SESSION)")
     parser.add_argument("--max-payload-bytes", type=int, default=1024 * 1024, metavar="B",
-                        help="refuse events messages bigger than B bytes (default 1 MiB)")
+                        help="refuse events messages bigger than B bytes (default 1 MiB); "
+                             "one opening with the engine's SessionStarted may have up to "
+                             "16 MiB")
     parser.add_argument("--session-expiry", type=int, default=3600, metavar="S",
                         help="broker keeps the session (and queues events) S seconds "
                              "after a disconnection (default 3600)")
