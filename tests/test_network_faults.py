@@ -124,9 +124,11 @@ class Link:
         log.warning("network fault", side=self.side, fault=fault, detect_s=detect_s,
                     recover_s=recover_s, seq=seq, behind=behind)
 
-    async def converge(self, since: float) -> tuple[float, int]:
-        """Wait until the consumer holds everything journaled now; check it against the
-        fold of the journal up to its seq. Returns (seconds since ``since``, seq)."""
+    async def converge(self, since: float, fault: float) -> tuple[float, int]:
+        """Wait until the client has a new connection (made after ``fault``) and the
+        consumer holds everything journaled by then; check it against the fold of the
+        journal up to its seq. Returns (seconds since ``since``, seq)."""
+        await self.proxy.reconnected(fault, timeout=30)
         target = len(self.journaled())
         self.behind = target - self.watch.state_seq()
         await self.watch.until(lambda: self.watch.state_seq() >= target, timeout=45,
@@ -188,7 +190,7 @@ async def _faults(link: Link) -> None:
     back = time.monotonic()
     tried = proxy.accepted_since(start)
     assert tried, "the client never tried to reconnect during the cut"
-    took, seq = await link.converge(back)
+    took, seq = await link.converge(back, start)
     link.note("clean cut 10 s", tried[0] - start, took, seq, link.behind)
 
     # 2. Half-open: the connection goes silent both ways, no FIN, no RST.
@@ -196,7 +198,7 @@ async def _faults(link: Link) -> None:
     proxy.blackhole()
     noticed = await proxy.next_connection(start, timeout=DETECT_WITHIN_S + 5)
     detect = noticed - start
-    took, seq = await link.converge(noticed)
+    took, seq = await link.converge(noticed, start)
     link.note("half-open", detect, took, seq, link.behind)
     assert detect <= DETECT_WITHIN_S, f"a half-open link noticed only after {detect:.1f} s"
 
@@ -206,7 +208,7 @@ async def _faults(link: Link) -> None:
     await asyncio.sleep(5)
     proxy.restore()
     back = time.monotonic()
-    took, seq = await link.converge(back)
+    took, seq = await link.converge(back, before[-1] - 1e-6)
     link.note("slow link 5 s", None, took, seq, link.behind)
     # Slow is not dead: keep-alive must not have dropped the connection.
     assert proxy.accepted == before, "the slow link was taken for a dead one"

@@ -46,6 +46,7 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     shaping: _Shaping
+    accepted_at: float
     dead: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # both sides closed
     eofs: int = 0
@@ -136,6 +137,16 @@ class FaultProxy:
                     return later[0]
                 await asyncio.sleep(0.02)
 
+    async def reconnected(self, after: float, *, timeout: float) -> float:
+        """When a connection accepted after ``after`` and still forwarding was made."""
+        async with asyncio.timeout(timeout):
+            while True:
+                live = [link.accepted_at for link in self._links
+                        if link.accepted_at > after and not link.dead]
+                if live:
+                    return min(live)
+                await asyncio.sleep(0.02)
+
     @property
     def connections(self) -> int:
         """Connections open now (dead ones included until a side closes)."""
@@ -154,7 +165,8 @@ class FaultProxy:
         except OSError:
             writer.close()
             return
-        link = _Link(client=writer, upstream=up_writer, shaping=self._shaping)
+        link = _Link(client=writer, upstream=up_writer, shaping=self._shaping,
+                     accepted_at=self.accepted[-1])
         self._links.add(link)
         link.tasks = [asyncio.create_task(self._pump(link, reader, up_writer)),
                       asyncio.create_task(self._pump(link, up_reader, writer))]
