@@ -294,3 +294,23 @@ class TestGoodPaths:
         assert result.returncode == 0, result.stderr
         assert out.stat().st_size > 0
         assert [p.name for p in out.parent.iterdir()] == ["x.jsonl"]
+
+
+class TestOtherUserErrors:
+    @pytest.mark.parametrize(("argv", "named"), [
+        (["consume", "nosuchmodule:CONSUMER", "--session", "s", "--broker", NOWHERE],
+         "nosuchmodule:CONSUMER"),
+        (["consume", "os:no_such_attr", "--session", "s", "--broker", NOWHERE],
+         "os:no_such_attr"),
+        (["demo", "--broker", "nonsense"], "nonsense"),
+    ], ids=["consume-no-module", "consume-no-attr", "demo-bad-broker-url"])
+    def test_one_line_naming_what_is_wrong(self, layout: Layout, argv: list[str],
+                                           named: str) -> None:
+        """A consumer that does not load, a broker URL that does not parse: one line, exit 2."""
+        if argv[0] == "consume":
+            argv = [*argv, "--state-dir", str(layout.root / "state")]
+        result = _run(argv, cwd=layout.root)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], result.stderr

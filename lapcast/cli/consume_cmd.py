@@ -21,6 +21,7 @@ from lapcast.cli.common import (
     session_id_arg,
     writable_dir,
 )
+from simulator.errors import LapcastError
 
 __all__ = ["register"]
 
@@ -73,7 +74,11 @@ def run(args: argparse.Namespace) -> int:
         # It may not exist yet: the engine writes it, perhaps started after us.
         readable_file(args.journal, what="journal (--journal)", missing_ok=True)
     broker = broker_settings(args)
-    consumer = load_consumer(args.name)
+    try:
+        consumer = load_consumer(args.name)
+    except (ImportError, AttributeError, SyntaxError) as exc:  # module:attr, a plug-in
+        raise LapcastError(f"consumer {args.name!r}: cannot load it: "
+                           f"{type(exc).__name__}: {exc}") from exc
     settings = RunnerSettings(
         session_id=args.session,
         client_id=args.client_id,
