@@ -50,12 +50,14 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
                        help=f"CA certificate that signed the broker's (or ${ENV_CA_FILE})")
 
 
-def broker_settings(args: argparse.Namespace) -> BrokerSettings:
-    ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
-    if ca_file:
-        readable_file(ca_file, what=f"CA file (--ca-file / ${ENV_CA_FILE})")
-    return parse_broker_url(args.broker, username=args.username, password=args.password,
-                            ca_file=args.ca_file)
+def broker_settings(args: argparse.Namespace, *, check_files: bool = False) -> BrokerSettings:
+    """The broker options as settings; ``check_files``: the CA file must be readable now
+    (a command checks it before it starts anything, see ``readable_file``)."""
+    settings = parse_broker_url(args.broker, username=args.username, password=args.password,
+                                ca_file=args.ca_file)
+    if check_files and settings.ca_file:
+        readable_file(settings.ca_file, what=f"CA file (--ca-file / ${ENV_CA_FILE})")
+    return settings
 
 
 def session_id_arg(text: str) -> str:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.journal is not None:
         # It may not exist yet: the engine writes it, perhaps started after us.
         readable_file(args.journal, what="journal (--journal)", missing_ok=True)
-    broker = broker_settings(args)
+    broker = broker_settings(args, check_files=True)
     try:
         consumer = load_consumer(args.name)
     except (ImportError, AttributeError, SyntaxError) as exc:  # module:attr, a plug-in

@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     source_arg(args.source)
     if args.journal is not None:
         writable_file(args.journal, what="journal (--journal)")
-    broker = broker_settings(args)
+    broker = broker_settings(args, check_files=True)
     source = load_source(source_from_options(args.source, args), session_id=args.session_id,
                          granularity=args.granularity)
     journal = args.journal or writable_file(default_journal(source.session_id),

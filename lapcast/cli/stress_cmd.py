@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         spec=spec_from_options(args), rate=args.rate, batch=args.batch,
         linger_ms=args.linger_ms,
         publish_ms=args.publish_ms, window=args.window,
-        broker=broker_settings(args) if args.broker else None,
+        broker=broker_settings(args, check_files=True) if args.broker else None,
         consumers=tuple(c.strip() for c in args.consumers.split(",") if c.strip()),
         workdir=args.workdir, timeout_s=args.timeout, pub_messages=args.pub_messages,
     )
