@@ -56,6 +56,7 @@ class Watch:
     url: str
     session_id: str
     docs: dict[str, Any] = field(default_factory=dict)
+    at: dict[str, float] = field(default_factory=dict)  # topic -> last arrival (monotonic)
 
     @property
     def state_topic(self) -> str:
@@ -78,6 +79,7 @@ class Watch:
                 payload = message.payload
                 if isinstance(payload, bytes | bytearray) and payload:
                     self.docs[message.topic.value] = msgspec.json.decode(payload)
+                    self.at[message.topic.value] = time.monotonic()
 
     def state_seq(self) -> int:
         doc = self.docs.get(self.state_topic)
@@ -125,10 +127,18 @@ class Link:
                     recover_s=recover_s, seq=seq, behind=behind)
 
     async def converge(self, since: float, fault: float) -> tuple[float, int]:
-        """Wait until the client has a new connection (made after ``fault``) and the
-        consumer holds everything journaled by then; check it against the fold of the
+        """Wait until the client is connected again (a new connection, made after
+        ``fault``, that carries its messages) and the consumer holds everything
+        journaled by then; check it against the fold of the
         journal up to its seq. Returns (seconds since ``since``, seq)."""
-        await self.proxy.reconnected(fault, timeout=30)
+        reconnected = await self.proxy.reconnected(fault, timeout=30)
+        # Connected at the MQTT level too: its status (engine) or health (consumer),
+        # published every second at most, arrives from the new connection.
+        topic = self.watch.status_topic if self.side == "engine" else self.watch.health_topic
+        await self.watch.until(
+            lambda: self.watch.at.get(topic, 0) > reconnected
+            and self.watch.docs[topic].get("state") != "lost", timeout=30,
+            what=f"{self.side} connected again")
         target = len(self.journaled())
         self.behind = target - self.watch.state_seq()
         await self.watch.until(lambda: self.watch.state_seq() >= target, timeout=45,

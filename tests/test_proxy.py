@@ -92,3 +92,12 @@ class TestFaultProxy:
         await _roundtrip(reader, writer)
         assert time.monotonic() - began < 0.2
         writer.close()
+
+    async def test_rate_throttles_each_direction(self, proxy: FaultProxy) -> None:
+        """8 KB at 16 KB/s take at least half a second, arriving as a steady trickle."""
+        reader, writer = await _connect(proxy)
+        proxy.slow(latency_s=0.0, rate_bytes_s=16_000)
+        began = time.monotonic()
+        assert await _roundtrip(reader, writer, b"x" * 8000, timeout=5) == b"x" * 8000
+        assert time.monotonic() - began >= 0.5
+        writer.close()

@@ -211,13 +211,16 @@ class FaultProxy:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if link.dead:
-                continue
-            try:
-                writer.write(data)
-                await writer.drain()
-            except OSError:
-                return
-            rate = link.shaping.rate_bytes_s
-            if rate:
-                await asyncio.sleep(len(data) / rate)
+            # Throttled, in slices of 20 ms worth of bytes: a steady trickle, as on a
+            # slow line, rather than a burst and then seconds of silence.
+            while data and not link.dead:
+                rate = link.shaping.rate_bytes_s
+                piece = data[: max(1, int(rate / 50))] if rate else data
+                data = data[len(piece):]
+                try:
+                    writer.write(piece)
+                    await writer.drain()
+                except OSError:
+                    return
+                if rate:
+                    await asyncio.sleep(len(piece) / rate)
