@@ -64,6 +64,27 @@ class TestRoundTrip:
         assert loaded is not None and loaded.seq == folder.seq
 
 
+class TestEncoding:
+    def test_the_bytes_of_pickle_dumps_and_a_snapshot_of_mutable_buffers(self) -> None:
+        """A checkpoint's bytes are pickle.dumps' of its fields; a big bytearray in the
+        state is copied at the snapshot, so the fold mutating it later changes nothing."""
+        from array import array
+
+        laps = array("q", range(300_000))  # large: the pickler hands it over whole
+        buffer = bytearray(b"x" * 200_000)
+        state = {"laps": laps, "buffer": buffer, "small": [1, 2, 3]}
+        cp = Checkpoint(session_id="s", consumer="c", epoch=1, seq=9, state=state)
+        payload = checkpoint.encode(cp)
+        assert payload == pickle.dumps({
+            "format": checkpoint.FORMAT, "session_id": "s", "consumer": "c", "epoch": 1,
+            "seq": 9, "published_at_ns": 0, "session_time_ms": 0, "state": state,
+        }, protocol=pickle.HIGHEST_PROTOCOL)
+        buffer[:1] = b"y"
+        laps[0] = -1
+        restored = pickle.loads(payload)["state"]
+        assert restored["buffer"][:1] == b"x" and restored["laps"][0] == 0
+
+
 class TestAtomicity:
     def test_kill_during_saves_leaves_a_whole_checkpoint(self, tmp_path: Path) -> None:
         """A process killed (SIGKILL) while saving in a loop leaves a readable checkpoint."""
