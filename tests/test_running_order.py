@@ -7,12 +7,21 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.folding import Folder, fold_all
-from consumers.projections.running_order import CONSUMER, RankedList, apply, initial, view
+from consumers.projections.running_order import (
+    CONSUMER,
+    RankedList,
+    RunningOrderView,
+    apply,
+    initial,
+    typed_view,
+    view,
+)
 from simulator.contract import (
     CarRetired,
     ChequeredFlag,
@@ -388,6 +397,21 @@ class TestState:
         for event in s.events[half:]:
             state = apply(state, event)
         assert view(state) == s.view()
+
+    def test_view_is_the_typed_view_in_plain_builtins(self, race_csv: Path) -> None:
+        """The published view (built as dicts) is exactly RunningOrderView's fields, in
+        builtins, all along the real race (pits, penalties, retirements, the flag) and a
+        qualifying scenario."""
+        for source in (str(race_csv), "scenarios/wec-2023-bahrain-qualifying.toml"):
+            state = initial()
+            for i, event in enumerate(load_source(source).events()):
+                state = apply(state, event)
+                if i % 250 == 0:
+                    plain = view(state)
+                    assert isinstance(typed_view(state), RunningOrderView)
+                    assert msgspec.to_builtins(typed_view(state)) == plain
+                    assert msgspec.to_builtins(plain) == plain  # no enum or Struct left
+            assert msgspec.to_builtins(typed_view(state)) == view(state)
 
     def test_consumer_is_registered(self) -> None:
         """The entry point running-order names this consumer."""

@@ -612,33 +612,24 @@ def apply(state: RunningOrder, event: Event) -> RunningOrder:
 # --- the view: positions, gaps and markers, derived once per publication ----------------
 
 
-def _marker(ms: int | None, overall: int | None, class_best: int | None,
-            personal: int | None) -> Marker:
-    if ms is None:
-        return Marker.NONE
-    if ms == overall:
-        return Marker.OVERALL_BEST
-    if ms == class_best:
-        return Marker.CLASS_BEST
-    if ms == personal:
-        return Marker.PERSONAL_BEST
-    return Marker.NONE
+# A car as the view ranks it: the car, its laps, elapsed time and best lap, read once.
+_Standing = tuple[CarState, int, int | None, int | None]
 
 
-def _gap(race: bool, car: CarState, ref: CarState | None) -> tuple[int | None, int]:
+def _gap(race: bool, me: _Standing, ref: _Standing | None) -> tuple[int | None, int]:
     """``(ms, laps)`` behind ``ref``: laps when lapped, else milliseconds."""
-    if ref is None or ref is car or car.disqualified:
+    if ref is None or ref[0] is me[0] or me[0].disqualified:
         return None, 0
     if race:
-        laps, ref_laps = car.laps, ref.laps
+        laps, ref_laps = me[1], ref[1]
         if not laps or not ref_laps:
             return None, 0
         if ref_laps > laps:
             return None, ref_laps - laps
-        return car.elapsed_ms - ref.elapsed_ms, 0  # type: ignore[operator]
-    if car.best_ms is None or ref.best_ms is None:
+        return me[2] - ref[2], 0  # type: ignore[operator]
+    if me[3] is None or ref[3] is None:
         return None, 0
-    return car.best_ms - ref.best_ms, 0
+    return me[3] - ref[3], 0
 
 
 def _best_of(cars: list[CarState]) -> CarState | None:
@@ -711,10 +702,41 @@ VIEW: Final = RunningOrderView
 ROW: Final = RunningOrderRow
 
 
-def typed_view(state: RunningOrder) -> RunningOrderView:
-    """The running order as published: one row per car, in position order."""
+# The markers as published, looked up once: the view needs one for every sector of every car.
+_OVERALL_BEST: Final[str] = Marker.OVERALL_BEST.value
+_CLASS_BEST: Final[str] = Marker.CLASS_BEST.value
+_PERSONAL_BEST: Final[str] = Marker.PERSONAL_BEST.value
+_NO_MARKER: Final[str] = Marker.NONE.value
+
+
+def _markers(times: list[int | None], overall: list[int], class_bests: list[int],
+             personal: list[int]) -> list[str]:
+    """How a board colours each time: overall, class or personal best, or plain."""
+    out: list[str] = []
+    for i, ms in enumerate(times):
+        if ms is None:
+            out.append(_NO_MARKER)
+        elif ms == overall[i]:
+            out.append(_OVERALL_BEST)
+        elif ms == class_bests[i]:
+            out.append(_CLASS_BEST)
+        elif ms == personal[i]:
+            out.append(_PERSONAL_BEST)
+        else:
+            out.append(_NO_MARKER)
+    return out
+
+
+def view(state: RunningOrder) -> dict[str, Any]:
+    """The running order as published (and as ``lapcast fold`` prints it): one row per
+    car, in position order, in plain builtins; ``typed_view`` is the same as Structs.
+
+    Built as dicts directly: this runs at every publication, and a 31-field Struct
+    built by keyword and then converted costs about twice as much per row.
+    """
     _settle(state)
     race = state.race
+    flag_ms = state.chequered_ms
     ordered = [state.by_idx[key & _IDX_MASK] for key in state.order]
     fastest = _best_of(ordered)
     class_fastest = {
@@ -723,91 +745,91 @@ def typed_view(state: RunningOrder) -> RunningOrderView:
     }
     overall_sectors = state.sector_bests
     class_position: dict[str, int] = {}
-    class_leader: dict[str, CarState] = {}
-    class_prev: dict[str, CarState] = {}
-    rows: list[RunningOrderRow] = []
-    leader: CarState | None = None
-    prev: CarState | None = None
+    class_leader: dict[str, _Standing] = {}
+    class_prev: dict[str, _Standing] = {}
+    rows: list[dict[str, Any]] = []
+    leader: _Standing | None = None
+    prev: _Standing | None = None
     for position, car in enumerate(ordered, 1):
         name = car.car_class
-        class_position[name] = class_position.get(name, 0) + 1
-        c_leader = class_leader.setdefault(name, car)
-        gap_ms, gap_laps = _gap(race, car, leader)
-        int_ms, int_laps = _gap(race, car, prev)
-        c_gap_ms, c_gap_laps = _gap(race, car, c_leader)
-        c_int_ms, c_int_laps = _gap(race, car, class_prev.get(name))
-        class_best_car = class_fastest.get(name)
-        last_lap = car.last_lap
+        place = class_position[name] = class_position.get(name, 0) + 1
+        log = car.log
+        counted = car.counted
+        laps = log[3 * counted - 2] if counted else 0
+        elapsed = log[3 * counted - 3] + car.penalty_ms if counted else None
+        me = (car, laps, elapsed, car.best_ms)
+        c_leader = class_leader.setdefault(name, me)
+        gap_ms, gap_laps = _gap(race, me, leader)
+        int_ms, int_laps = _gap(race, me, prev)
+        c_gap_ms, c_gap_laps = _gap(race, me, c_leader)
+        c_int_ms, c_int_laps = _gap(race, me, class_prev.get(name))
+        last_lap = log[-2] if log else None
         if last_lap is not None and last_lap == car.best_lap:
             if car is fastest:
-                last_marker = Marker.OVERALL_BEST
-            elif car is class_best_car:
-                last_marker = Marker.CLASS_BEST
+                last_marker = _OVERALL_BEST
+            elif car is class_fastest.get(name):
+                last_marker = _CLASS_BEST
             else:
-                last_marker = Marker.PERSONAL_BEST
+                last_marker = _PERSONAL_BEST
         else:
-            last_marker = Marker.NONE
+            last_marker = _NO_MARKER
         class_sectors = state.class_sector_bests[name]
         bests = car.sector_bests
         last_sectors = list(car.last_sectors)
-        last_sectors.extend([None] * (len(bests) - len(last_sectors)))
-        rows.append(RunningOrderRow(
-            position=position,
-            class_position=class_position[name],
-            car=car.car,
-            car_class=name,
-            team=car.team,
-            manufacturer=car.manufacturer,
-            driver=car.driver,
-            status=car.status(state.chequered_ms),
-            laps=car.laps,
-            elapsed_ms=car.elapsed_ms,
-            gap_ms=gap_ms,
-            gap_laps=gap_laps,
-            interval_ms=int_ms,
-            interval_laps=int_laps,
-            class_gap_ms=c_gap_ms,
-            class_gap_laps=c_gap_laps,
-            class_interval_ms=c_int_ms,
-            class_interval_laps=c_int_laps,
-            best_lap_ms=car.best_ms,
-            best_lap=car.best_lap,
-            last_lap_ms=car.last_lap_ms,
-            last_lap=last_lap,
-            last_lap_marker=last_marker,
-            sector_bests_ms=_none_if_unset(bests),
-            sector_markers=[
-                _marker(None if b == _NO_TIME else b, overall_sectors[i], class_sectors[i], b)
-                for i, b in enumerate(bests)
-            ],
-            last_sectors_ms=last_sectors,
-            last_sector_markers=[
-                _marker(s, overall_sectors[i], class_sectors[i], bests[i])
-                for i, s in enumerate(last_sectors)
-            ],
-            pit_stops=car.pit_stops,
-            in_pit=car.in_pit,
-            penalty_ms=car.penalty_ms,
-        ))
+        if len(last_sectors) < len(bests):
+            last_sectors.extend([None] * (len(bests) - len(last_sectors)))
+        sector_bests = _none_if_unset(bests)
+        rows.append({
+            "position": position,
+            "class_position": place,
+            "car": car.car,
+            "class": name,
+            "team": car.team,
+            "manufacturer": car.manufacturer,
+            "driver": car.driver,
+            "status": car.status(flag_ms).value,
+            "laps": laps,
+            "elapsed_ms": elapsed,
+            "gap_ms": gap_ms,
+            "gap_laps": gap_laps,
+            "interval_ms": int_ms,
+            "interval_laps": int_laps,
+            "class_gap_ms": c_gap_ms,
+            "class_gap_laps": c_gap_laps,
+            "class_interval_ms": c_int_ms,
+            "class_interval_laps": c_int_laps,
+            "best_lap_ms": car.best_ms,
+            "best_lap": car.best_lap,
+            "last_lap_ms": _lap_time(log[-1]) if log else None,
+            "last_lap": last_lap,
+            "last_lap_marker": last_marker,
+            "sector_bests_ms": sector_bests,
+            "sector_markers": _markers(sector_bests, overall_sectors, class_sectors, bests),
+            "last_sectors_ms": last_sectors,
+            "last_sector_markers": _markers(last_sectors, overall_sectors, class_sectors,
+                                            bests),
+            "pit_stops": car.pit_stops,
+            "in_pit": car.in_pit,
+            "penalty_ms": car.penalty_ms,
+        })
         if leader is None:
-            leader = car
-        prev = car
-        class_prev[name] = car
-    return RunningOrderView(
-        session_kind=state.session_kind,
-        session_time_ms=state.session_time_ms,
-        flag=state.flag,
-        chequered=state.chequered_ms is not None,
-        finished=state.finished,
-        classes=list(state.classes),
-        rows=rows,
-    )
+            leader = me
+        prev = me
+        class_prev[name] = me
+    return {
+        "session_kind": state.session_kind.value,
+        "session_time_ms": state.session_time_ms,
+        "flag": None if state.flag is None else state.flag.value,
+        "chequered": flag_ms is not None,
+        "finished": state.finished,
+        "classes": list(state.classes),
+        "rows": rows,
+    }
 
 
-def view(state: RunningOrder) -> dict[str, Any]:
-    """``typed_view`` in plain builtins: what is published and ``lapcast fold`` prints."""
-    plain: dict[str, Any] = msgspec.to_builtins(typed_view(state))
-    return plain
+def typed_view(state: RunningOrder) -> RunningOrderView:
+    """The running order as published, as ``RunningOrderView`` (the schema of ``view``)."""
+    return msgspec.convert(view(state), RunningOrderView)
 
 
 CONSUMER: Final = Consumer(
