@@ -1,7 +1,7 @@
 """Find consumers by name: the built-in projections and user plug-ins alike.
 
 Both come through the entry-point group ``lapcast.consumers`` (lapcast registers
-its own three there too), so a user's consumer is a peer of the built-in ones.
+its own four there too), so a user's consumer is a peer of the built-in ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from simulator.errors import LapcastError
 __all__ = ["BUILTIN", "available", "load_consumer"]
 
 GROUP = "lapcast.consumers"
-BUILTIN = ("running-order", "class-poles", "championship")
+BUILTIN = ("running-order", "class-poles", "championship", "lap-chart")
 
 
 def _entry_points() -> dict[str, EntryPoint]:
