@@ -25,6 +25,7 @@ COMMANDS = (
     "replay",
     "fold",
     "board",
+    "web",
     "demo",
     "consume",
     "consumers",
