@@ -123,6 +123,7 @@
     if (all || dirty.has("class-poles") || dirty.has("header")) renderPoles();
     if (all || dirty.has("championship")) renderChampionship();
     if (all || dirty.has("consumers")) renderConsumers();
+    fillPending(t0);
     const charts = all || dirty.has("charts") || dirty.has("running-order");
     dirty.clear();
     // The first frame of a snapshot builds every table; the updates after it are measured.
@@ -234,6 +235,18 @@
 
   // --- timing tables: one per class, rows keyed by car, cells touched only when changed --
   const tables = new Map();  // class -> {table, body, rows: Map(car -> tr), sectors}
+  // Rows to fill, done a slice per frame: a 1,000-car update never holds the page up.
+  const pending = new Map();
+  const FILL_BUDGET_MS = 12;
+  function fillPending(t0) {
+    for (const [tr, args] of pending) {
+      pending.delete(tr);
+      fillRow(tr, ...args);
+      tr._row = args[0]; tr._ob = args[2]; tr._cb = args[3];
+      if (performance.now() - t0 > FILL_BUDGET_MS) break;
+    }
+    if (pending.size) ask();
+  }
   function renderTables() {
     const running = view("running-order");
     const host = $("tables");
@@ -277,8 +290,7 @@
         let tr = t.rows.get(r.car);
         if (!tr) { tr = makeRow(t.columns); t.rows.set(r.car, tr); }
         if (tr._row !== r || tr._ob !== overall || tr._cb !== classBest) {
-          fillRow(tr, r, sectors, overall, classBest);
-          tr._row = r; tr._ob = overall; tr._cb = classBest;
+          pending.set(tr, [r, sectors, overall, classBest]);
         }
         if (tr !== cursor) t.body.insertBefore(tr, cursor); else cursor = cursor.nextSibling;
       }
@@ -299,30 +311,34 @@
   }
   function makeRow(columns) {
     const tr = document.createElement("tr");
-    const kinds = { Car: "car n", Driver: "t", Team: "t team" };
+    const kinds = { Car: "car n", Driver: "t", Team: "t team", Pit: "n pitcell" };
     tr._cells = columns.map((h) => {
       const td = document.createElement("td");
-      td.className = kinds[h] || "n";
+      td._base = kinds[h] || "n";
+      td.className = td._base;
+      td._text = ""; td._cls = "";
       tr.appendChild(td);
       return td;
     });
     return tr;
   }
-  function setCell(td, html, cls) {
-    if (td._html !== html) { td.innerHTML = html; td._html = html; }
-    const want = cls ? `${td.className.split(" ").filter((k) => ["n", "t", "car", "team"].includes(k)).join(" ")} ${cls}` : td.className.split(" ").filter((k) => ["n", "t", "car", "team"].includes(k)).join(" ");
-    if (td.className !== want) td.className = want;
+  // Cells are plain text and a class: no HTML to parse for the thousand rows of a big field.
+  function setCell(td, text, cls) {
+    text = String(text ?? "");
+    if (td._text !== text) { td.textContent = text; td._text = text; }
+    cls = cls || "";
+    if (td._cls !== cls) { td.className = cls ? `${td._base} ${cls}` : td._base; td._cls = cls; }
   }
   function fillRow(tr, r, sectors, overall, classBest) {
     const c = tr._cells;
     const status = (r.status || "").toLowerCase();
-    tr.className = status === "retired" || status === "disqualified" ? "ret" : "";
-    tr.dataset.car = r.car;
-    setCell(c[0], esc(r.class_position ?? ""));
-    setCell(c[1], `#${esc(r.car)}${r.penalty_ms ? `<span class="pen">+${Math.floor(r.penalty_ms / 1000)}s</span>` : ""}`);
-    setCell(c[2], esc(shortName(r.driver)));
-    setCell(c[3], esc(r.team || ""));
-    setCell(c[4], esc(r.laps));
+    const rowCls = status === "retired" || status === "disqualified" ? "ret" : "";
+    if (tr.className !== rowCls) tr.className = rowCls;
+    setCell(c[0], r.class_position ?? "");
+    setCell(c[1], `#${r.car}${r.penalty_ms ? ` +${Math.floor(r.penalty_ms / 1000)}s` : ""}`, r.penalty_ms ? "penalised" : "");
+    setCell(c[2], shortName(r.driver));
+    setCell(c[3], r.team || "");
+    setCell(c[4], r.laps);
     const bestCls = r.best_lap_ms === null ? "" : r.best_lap_ms === overall ? "ob" : r.best_lap_ms === classBest ? "cb" : "";
     setCell(c[5], fmtMs(r.best_lap_ms), bestCls);
     setCell(c[6], fmtGap(r.class_gap_ms, r.class_gap_laps || 0));
@@ -330,12 +346,12 @@
     setCell(c[8], fmtMs(r.last_lap_ms), MARKER[r.last_lap_marker] || "");
     const ls = r.last_sectors_ms || [], lm = r.last_sector_markers || [];
     for (let i = 0; i < sectors; i++) setCell(c[9 + i], fmtSec(ls[i]), MARKER[lm[i]] || "");
-    let pit = r.pit_stops ? `<span class="dim">${r.pit_stops}</span>` : "";
-    if (status === "retired") pit = '<span class="tag-ret">RET</span>';
-    else if (status === "disqualified") pit = '<span class="tag-ret">DSQ</span>';
-    else if (r.in_pit) pit = '<span class="pit">PIT</span>';
-    else if (status === "finished") pit = '<span class="tag-fin">FIN</span>';
-    setCell(c[9 + sectors], pit);
+    let pit = [r.pit_stops ? String(r.pit_stops) : "", "stops"];
+    if (status === "retired") pit = ["RET", "tag-ret"];
+    else if (status === "disqualified") pit = ["DSQ", "tag-ret"];
+    else if (r.in_pit) pit = ["PIT", "pit"];
+    else if (status === "finished") pit = ["FIN", "tag-fin"];
+    setCell(c[9 + sectors], pit[0], pit[1]);
   }
 
   // --- class poles, with their history ----------------------------------------------------
@@ -423,7 +439,9 @@
     syncSelect(lapClass, ["", ...classes], ["overall", ...classes]);
     const c = gapClass.value || classes[0] || "";
     const inClass = groups.get(c) || [];
-    syncSelect(ref, ["", ...inClass.map((r) => r.car)], ["class leader", ...inClass.map((r) => `#${r.car} ${shortName(r.driver || "")}`)]);
+    // By car number: the list is rebuilt when the field changes, not at every overtake.
+    const byNumber = inClass.map((r) => r.car).sort((a, b) => (parseInt(a, 10) - parseInt(b, 10)) || (a < b ? -1 : 1));
+    syncSelect(ref, ["", ...byNumber], ["class leader", ...byNumber.map((car) => `#${car}`)]);
     drawGap(c, inClass, ref.value || (inClass[0] ? inClass[0].car : ""));
     drawLaps(lapClass.value, groups);
     performance.measure("lapcast-chart", { start: t0, end: performance.now() });

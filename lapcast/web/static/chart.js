@@ -80,20 +80,27 @@
     ctx.beginPath(); ctx.rect(m.l, m.t - 1, pw, ph + 2); ctx.clip();
     ctx.lineJoin = "round";
     const ordered = series.slice().sort((a, b) => (a.key === spec.highlight) - (b.key === spec.highlight));
+    // One path per colour and width: a 1,000-car field is a few strokes, not a thousand.
+    const groups = new Map();
     for (const s of ordered) {
-      ctx.strokeStyle = s.color; ctx.lineWidth = s.key === spec.highlight ? 3 : (s.width || 1.5);
+      const width = s.key === spec.highlight ? 3 : (s.width || 1.5);
+      const key = s.key === spec.highlight ? "\u0000highlight" : `${s.color}|${width}`;
+      if (!groups.has(key)) groups.set(key, { color: s.color, width, list: [] });
+      groups.get(key).list.push(s);
+    }
+    for (const g of groups.values()) {
+      ctx.strokeStyle = g.color; ctx.fillStyle = g.color; ctx.lineWidth = g.width;
       ctx.beginPath();
-      let pen = false, last = -Infinity;
-      for (const p of s.points) {
-        const x = X(p[0]), y = Y(p[1]);
-        if (pen && p[0] - last <= 1) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-        pen = true; last = p[0];
+      for (const s of g.list) {
+        let pen = false, last = -Infinity;
+        for (const p of s.points) {
+          const x = X(p[0]), y = Y(p[1]);
+          if (pen && p[0] - last <= 1) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+          pen = true; last = p[0];
+        }
+        if (s.points.length === 1) ctx.rect(X(s.points[0][0]) - 1, Y(s.points[0][1]) - 1, 2, 2);
       }
       ctx.stroke();
-      if (s.points.length === 1) {
-        const p = s.points[0];
-        ctx.fillStyle = s.color; ctx.fillRect(X(p[0]) - 2, Y(p[1]) - 2, 4, 4);
-      }
     }
     ctx.restore();
     // Car labels at each line's end (when few enough to read).
