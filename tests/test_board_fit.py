@@ -7,6 +7,7 @@ screen tmux shows, so what is checked is what a person sees.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,10 +16,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paho.mqtt.subscribe
 import pytest
 
 from consumers.testing import consumer_process, stop_process
+from lapcast.board.keys import QUIT, commands_for
+from lapcast.board.views import EngineStatus
 from lapcast.mosquitto import MosquittoProcess
+from simulator import topics
 
 REPO = Path(__file__).resolve().parents[1]
 QUALIFYING = REPO / "scenarios" / "wec-2023-bahrain-qualifying.toml"
@@ -132,3 +137,65 @@ class TestBoardFit:
             assert "S3" in screen and "134" in screen
         finally:
             terminal.kill()
+
+
+class TestCommandsForKeys:
+    """The replay's keys, as control commands from the status the board shows."""
+
+    def test_each_key(self) -> None:
+        """Space toggles, + and - double and halve, arrows seek ±1/±10 min within the session."""
+        status = EngineStatus(state="running", speed=4.0, session_time_ms=120_000,
+                              end_ms=700_000)
+        assert commands_for(b" ", status) == [{"command": "pause"}]
+        assert commands_for(b" ", EngineStatus(state="paused")) == [{"command": "resume"}]
+        assert commands_for(b"+-", status) == [{"command": "speed", "factor": 8.0},
+                                               {"command": "speed", "factor": 4.0}]
+        assert commands_for(b"\x1b[C\x1b[D", status) == [{"command": "seek", "to": 180_000},
+                                                         {"command": "seek", "to": 120_000}]
+        assert commands_for(b"\x1b[B", status) == [{"command": "seek", "to": 0}]
+        assert commands_for(b"\x1b[A\x1b[A", status) == [{"command": "seek", "to": 700_000},
+                                                         {"command": "seek", "to": 700_000}]
+        assert commands_for(b"-", EngineStatus(state="running", speed="max")) == [
+            {"command": "speed", "factor": 1024.0}]
+        assert commands_for(b"q", status) == [QUIT]
+
+
+class TestBoardControl:
+    """`lapcast board --control` in a terminal drives a running replay."""
+
+    def test_space_pauses_and_resumes(self, broker: MosquittoProcess, tmp_path: Path,
+                                      session_id: str) -> None:
+        """Space: engine status `paused`; space again: `running`; q: the board quits."""
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "lapcast", "replay", str(QUALIFYING), "--session-id",
+             session_id, "--broker", broker.url, "--speed", "10",
+             "--journal", str(tmp_path / "journal.jsonl")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        terminal = Terminal(tmp_path, 100, 30)
+        try:
+            terminal.start(["sh", "-c", '"$0" "$@"; echo "exit status $?"; exec sleep 600',
+                            sys.executable, "-m", "lapcast", "board", "--control",
+                            "--session", session_id, "--broker", broker.url])
+            wait_for(lambda: engine_state(broker, session_id) == "running", 30, "the replay",
+                     terminal.screen)
+            wait_for(lambda: "engine running" in terminal.screen(), 30, "the board",
+                     terminal.screen)
+            terminal("send-keys", "-t", "board", " ")
+            wait_for(lambda: engine_state(broker, session_id) == "paused", 10, "paused",
+                     terminal.screen)
+            terminal("send-keys", "-t", "board", " ")
+            wait_for(lambda: engine_state(broker, session_id) == "running", 10, "running",
+                     terminal.screen)
+            terminal("send-keys", "-t", "board", "q")
+            wait_for(lambda: "exit status 0" in terminal.screen(), 10, "the board to quit",
+                     terminal.screen)
+        finally:
+            terminal.kill()
+            stop_process(replay)
+
+
+def engine_state(broker: MosquittoProcess, session_id: str) -> str:
+    """The engine's retained status, read from the broker."""
+    message = paho.mqtt.subscribe.simple(topics.status(session_id), hostname="127.0.0.1",
+                                         port=broker.port, retained=True)
+    return str(json.loads(message.payload)["state"])
