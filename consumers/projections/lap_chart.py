@@ -46,6 +46,7 @@ __all__ = [
     "CarChart",
     "LapChart",
     "apply",
+    "full_history",
     "initial",
     "merge_rows",
     "view",
@@ -259,6 +260,15 @@ def view(state: LapChart) -> dict[str, Any]:
     return {"session_kind": state.session_kind, "window": window,
             "columns": ["lap", "position", "class_position", "gap_ms", "interval_ms"],
             "rows": rows}
+
+
+def full_history(state: LapChart) -> dict[str, list[list[int | None]]]:
+    """Every lap of every car (no window): for offline charts of a whole session."""
+    return {
+        car.car: [[car.lap[i], car.pos[i] or None, car.class_pos[i] or None, _opt(car.gap[i]),
+                   _opt(car.interval[i])] for i in range(len(car.lap))]
+        for car in state.cars.values()
+    }
 
 
 def merge_rows(history: dict[str, dict[int, list[Any]]], rows: list[dict[str, Any]]) -> None:
