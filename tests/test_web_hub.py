@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
 from typing import Any
 
 import msgspec
 from starlette.testclient import TestClient
 
+from consumers.testing import stop_process
+from lapcast.mosquitto import MosquittoProcess
 from lapcast.web.app import Broadcast, WebSettings, build_app
 from lapcast.web.hub import WebHub
 from simulator import topics
@@ -172,3 +179,38 @@ class TestControlDoor:
         for name in ("app.js", "chart.js", "style.css"):
             assert client.get(f"/static/{name}").status_code == 200
         assert "password" not in client.get("/api/snapshot").text
+
+
+class TestWebProcess:
+    """`lapcast web` as the demo starts it: URL on one line, clean stop, clear errors."""
+
+    def start(self, broker: MosquittoProcess, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lapcast", "web", "--session", SESSION, "--broker",
+             broker.url, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def test_url_then_a_clean_stop_with_a_page_open(self, broker: MosquittoProcess) -> None:
+        """SIGTERM with an event stream open: exit status 0 within a second or two."""
+        web = self.start(broker, "--port", "0")
+        try:
+            assert web.stdout is not None
+            url = web.stdout.readline().decode().strip()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+            with urllib.request.urlopen(url + "api/events", timeout=10) as stream:
+                assert stream.readline() == b"retry: 1000\n"
+                web.send_signal(signal.SIGTERM)
+                assert web.wait(10) == 0
+        finally:
+            stop_process(web)
+
+    def test_a_busy_port_is_a_clear_error(self, broker: MosquittoProcess) -> None:
+        """A port already taken: one line naming it, exit status 2."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            web = self.start(broker, "--port", str(port))
+            _, err = web.communicate(timeout=30)
+        assert web.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in err.decode()
+        assert b"Traceback" not in err

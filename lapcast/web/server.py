@@ -11,8 +11,10 @@ connection, with the credentials this process was started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import aiomqtt
@@ -77,6 +79,26 @@ async def pump(hub: WebHub, broadcast: Broadcast, settings: WebSettings) -> None
         await asyncio.sleep(period)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping cleanly on SIGINT/SIGTERM with exit status 0.
+
+    uvicorn re-raises a captured signal once it has shut down (the process would die
+    of it); ``lapcast web`` is one child of a supervisor among others, and a stop
+    it was asked for is a clean exit.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
 def page_url(settings: WebSettings, port: int) -> str:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{port}/"
@@ -120,7 +142,7 @@ async def serve(broker: BrokerSettings, settings: WebSettings, *,
     sock = _bind(settings.host, settings.port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
+    server = _Server(config)
     async with asyncio.TaskGroup() as tasks:
         listener = tasks.create_task(listen(broker, hub, link))
         pumper = tasks.create_task(pump(hub, broadcast, settings))
