@@ -35,7 +35,7 @@ from typing import Any
 import msgspec
 
 from consumers.folding import Folder
-from consumers.registry import BUILTIN, load_consumer
+from consumers.registry import ALL_BUILTIN, load_consumer
 from simulator.contract import Event, LapCompleted, encode
 from simulator.sources import load_source
 
@@ -104,7 +104,7 @@ def bare_decode(lines: list[bytes]) -> None:
         decode(line)
 
 
-CONSUMERS = [load_consumer(name) for name in BUILTIN]  # entry points: looked up once
+CONSUMERS = [load_consumer(name) for name in ALL_BUILTIN]  # entry points: looked up once
 
 
 def decode_and_fold(lines: list[bytes]) -> list[Folder[Any]]:
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"lapcast bench/fold.py, Python {sys.version.split()[0]}, msgspec "
           f"{msgspec.__version__}, {pin_to_one_cpu(args.cpu)}")
-    print(f"projections: {', '.join(BUILTIN)}; best of {args.repeat} rounds")
+    print(f"projections: {', '.join(ALL_BUILTIN)}; best of {args.repeat} rounds")
     print("generating workloads...", flush=True)
     small = f"synth:cars=36,seed=7,laps={args.laps}"
     big = f"synth:cars={args.cars},seed=7,laps={args.laps}"

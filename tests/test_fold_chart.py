@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,13 @@ class TestFoldChart:
         window = {row["car"]: row["laps"] for row in folder.view()["rows"]}
         assert history == window  # 37 cars x 8 laps: the window holds them all
         assert sum(len(cells) for cells in history.values()) > 200
+
+    def test_fold_json_shows_the_lap_chart(self) -> None:
+        """`lapcast fold --json` carries the lap-chart view beside the other projections."""
+        done = fold(str(QUALIFYING), "--json")
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        chart = doc["lap_chart"]
+        assert chart["session_kind"] == "qualifying" and len(chart["rows"]) == 37
+        assert chart["columns"] == ["lap", "position", "class_position", "gap_ms",
+                                    "interval_ms"]

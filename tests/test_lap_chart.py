@@ -19,7 +19,7 @@ from consumers.projections.lap_chart import (
     view,
     window_for,
 )
-from consumers.registry import BUILTIN, load_consumer
+from consumers.registry import ALL_BUILTIN, load_consumer
 from simulator.contract import (
     Entry,
     Event,
@@ -122,7 +122,7 @@ class TestTheRealQualifying:
 
     def test_the_pole_sitters_end_first_in_class(self) -> None:
         """Each class pole sitter's last entry is first in its class (#8 first overall)."""
-        assert "lap-chart" in BUILTIN and load_consumer("lap-chart") is CONSUMER
+        assert "lap-chart" in ALL_BUILTIN and load_consumer("lap-chart") is CONSUMER
         source = load_source(str(REPO / "scenarios" / "wec-2023-bahrain-qualifying.toml"))
         folder, poles = fold_all([CONSUMER, load_consumer("class-poles")], source.events())
         doc = folder.view()

@@ -20,7 +20,7 @@ from typing import Any
 import paho.mqtt.subscribe
 from playwright.sync_api import Page, sync_playwright
 
-from consumers.registry import BUILTIN
+from consumers.registry import ALL_BUILTIN
 from consumers.testing import consumer_process, stop_process
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
@@ -41,7 +41,7 @@ def timing_chain(broker: MosquittoProcess, tmp_path: Path, session_id: str, sour
         consumer_process(name, broker_url=broker.url, session_id=session_id,
                          state_dir=tmp_path / "state" / name,
                          log_file=tmp_path / f"{name}.log")
-        for name in BUILTIN
+        for name in ALL_BUILTIN
     ]
     web_log = (tmp_path / "web.log").open("wb")
     web = subprocess.Popen(

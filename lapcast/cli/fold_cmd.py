@@ -21,7 +21,7 @@ from rich.table import Table
 
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
-from consumers.registry import BUILTIN, load_consumer
+from consumers.registry import ALL_BUILTIN, load_consumer
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -132,7 +132,7 @@ def fold_source(
 ) -> FoldResult:
     """Load ``spec`` and fold it (plus the penalties) into the built-in projections."""
     source = load_source(spec, session_id=session_id, granularity=granularity)
-    chosen = list(consumers) if consumers is not None else [load_consumer(n) for n in BUILTIN]
+    chosen = list(consumers) if consumers is not None else [load_consumer(n) for n in ALL_BUILTIN]
     reader = SourceReader(source.name or spec, list(penalties))
     folders = fold_all(chosen, reader(source.events()))
     return FoldResult(source=spec, session_id=reader.session_id or source.session_id,
