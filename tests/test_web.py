@@ -20,10 +20,13 @@ from typing import Any
 import paho.mqtt.subscribe
 from playwright.sync_api import Page, sync_playwright
 
-from consumers.registry import ALL_BUILTIN
+from consumers.folding import fold_all
+from consumers.projections.lap_chart import full_history
+from consumers.registry import ALL_BUILTIN, load_consumer
 from consumers.testing import consumer_process, stop_process
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
+from simulator.sources import load_source
 
 REPO = Path(__file__).resolve().parents[1]
 QUALIFYING = REPO / "scenarios" / "wec-2023-bahrain-qualifying.toml"
@@ -133,6 +136,12 @@ class TestTheQualifyingPage:
             assert "deleted" in poles.inner_text()
             assert page.locator("table.timing").count() == 3
             assert page.locator("#feed").inner_text() == "live"
+            # The whole chart the page got, live, is the offline fold's, lap for lap.
+            with urllib.request.urlopen(url.split("?")[0] + "api/snapshot") as reply:
+                live = json.load(reply)["laps"]
+            folder = fold_all([load_consumer("lap-chart")],
+                              load_source(str(QUALIFYING)).events())[0]
+            assert live == full_history(folder.state)
             page.screenshot(path=str(tmp_path / "qualifying.png"), full_page=True)
             assert (tmp_path / "qualifying.png").stat().st_size > 10_000
             assert p90(measures(page).get("lapcast-render", [])) < 50
