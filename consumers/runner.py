@@ -44,6 +44,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from consumers import checkpoint, guard, paho_speedup
 from consumers.api import Consumer
+from simulator.mqtt.backoff import Backoff
 from consumers.catchup_client import (
     CatchupSource,
     CatchupUnavailable,
@@ -61,7 +62,6 @@ from simulator import topics
 from simulator.connection import BrokerSettings
 from simulator.contract import CatchupReply, CatchupRequest, Event, encode
 from simulator.errors import ContractError, LapcastError
-from simulator.mqtt.backoff import Backoff
 
 __all__ = [
     "PUBLISHED_AT",
