@@ -22,7 +22,7 @@ from rich.table import Table
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
 from consumers.registry import ALL_BUILTIN, load_consumer
-from lapcast.cli.common import source_arg
+from lapcast.cli.common import source_arg, writable_file
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -247,6 +247,8 @@ def run(args: argparse.Namespace) -> int:
         raise LapcastError("--chart needs --out FILE.svg or FILE.png")
     if args.reference is not None and args.chart != "gap":
         raise LapcastError("--reference is the gap chart's reference car (--chart gap)")
+    if args.out is not None:
+        writable_file(args.out, what="chart (--out)")
     result = fold_source(args.source, penalties=args.penalty, granularity=args.granularity,
                          session_id=args.session_id)
     if args.chart is not None:
