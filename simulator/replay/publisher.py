@@ -73,9 +73,9 @@ class Publisher:
             if event is None:
                 await self._end_of_epoch()
                 continue
-            if not await pacer.wait_due(event.session_time_ms):
-                continue
-            if not await self._linger(event):
+            # One wait, to the deadline plus the linger (not one to each: a timer and a
+            # wake-up less per message).
+            if not await pacer.wait_due(self._send_at(event)):
                 continue
             await delivery.reserve()
             # A command may have come in while we waited for a slot: look again.
@@ -85,17 +85,18 @@ class Publisher:
                 continue
             self.send_due()
 
-    async def _linger(self, first: Event) -> bool:
-        """Wait ``linger_ms`` past ``first``'s deadline for more events to batch with it.
+    def _send_at(self, first: Event) -> float:
+        """When the message that ``first`` opens leaves, in session time: its deadline,
+        plus ``linger_ms`` for later events to batch with it when paced.
 
-        False if a command changed the pacing meanwhile (look again). The events due by
-        then go in one message (up to ``batch``; the rest right after, being due).
+        The events due by then go in one message (up to ``batch``; the rest right after,
+        being due). A command that changes the pacing meanwhile ends the wait (look again).
         """
         speed = self.pacer.speed
         if self.linger_ms <= 0 or self.batch < 2 or speed is None:
-            return True
+            return first.session_time_ms
         # The session time that falls due linger_ms after the first event.
-        return await self.pacer.wait_due(first.session_time_ms + self.linger_ms * speed)
+        return first.session_time_ms + self.linger_ms * speed
 
     def send_due(self) -> None:
         """Take the due events (up to ``batch``), journal them, publish one message.
