@@ -198,6 +198,7 @@ class JournalWriter:
     def __init__(self, path: str | Path, *, session_id: str,
                  fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S) -> None:
         self.path = Path(path)
+        self._name = str(self.path)  # names it in errors; index.add takes it per line
         self.fsync_interval_s = fsync_interval_s
         try:
             self._open(session_id)
@@ -239,7 +240,7 @@ class JournalWriter:
         """
         index = self.index
         assert index.session_id is not None
-        index.add(str(self.path), index.session_id, epoch, seq, index.size, len(line) + 1)
+        index.add(self._name, index.session_id, epoch, seq, index.size, len(line) + 1)
         try:
             self._file.write(line)
             self._file.write(b"\n")
@@ -316,7 +317,7 @@ def load(path: str | Path, session_id: str | None = None) -> Source:
                     break
                 remaining -= len(raw)
                 try:
-                    event = decode_event(raw)
+                    event = decode_event(raw, "json")  # a journal is JSON lines
                 except ContractError as exc:
                     raise SourceError(name, str(exc), line=line_no) from exc
                 if session_id is not None and event.session_id != session_id:
