@@ -164,6 +164,34 @@ class Sequencer:
         self._drain()
         return Offer.APPLIED
 
+    def offer_run(self, events: list[Event]) -> int:
+        """Apply the events of one message at once, as far as each is the very next one
+        (the common case: a batch straight from the engine); how many, from the front.
+
+        What ``offer`` would do for each, without its per-event bookkeeping; it stops at
+        the first event that is not the next one of the folder's epoch (or at once with
+        anything buffered, a new epoch or an empty fold), leaving the rest to ``offer``.
+        A fold that raises leaves ``folder.seq`` at the last event applied.
+        """
+        folder = self.folder
+        epoch, expected = folder.epoch, folder.seq + 1
+        if (self._pending or expected == 1 or epoch != self.head_epoch
+                or not events or events[0].seq != expected):
+            return 0
+        apply = folder.apply
+        first = expected
+        for event in events:
+            if event.seq != expected or event.epoch != epoch:
+                break
+            apply(event)
+            expected += 1
+        count = expected - first
+        self.counts.applied += count
+        self.last_applied = events[:count] if count < len(events) else events
+        if expected - 1 > self.head_seq:
+            self.head_seq = expected - 1
+        return count
+
     def _apply(self, event: Event) -> None:
         applied = self.folder.apply(event)
         # The sequencer only hands over the next event, so the folder never refuses one.

@@ -476,7 +476,9 @@ class TestFailures:
                        name="test_runner:FRAGILE")
         await h.ready()
         async with TestPublisher(h.url, h.session_id) as pub:
-            await publish_live(pub, h, events)
+            # In batches: the failing event sits inside a run applied in one step.
+            batch = 5 if (bad.seq - 1) % 5 else 4
+            await publish_live(pub, h, events, batch=batch)
         assert await asyncio.to_thread(proc.wait, 30) == 2
         assert f"failed to apply LapCompleted epoch 1 seq {bad.seq}" in h.log_text()
         path = checkpoint.checkpoint_path(h.state_dir, h.session_id, "laps")

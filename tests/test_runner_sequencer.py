@@ -131,3 +131,43 @@ class TestEpochs:
         assert seq.pending == 0
         assert seq.offer(old[1]) is Offer.STALE
         assert seq.missing() == CatchupRequest(epoch=2, from_seq=1)
+
+
+class TestRuns:
+    def test_a_run_of_next_events_is_applied_at_once(self) -> None:
+        """A message's events that are exactly the next ones are applied in one step,
+        with the counts and head that offering them one by one gives."""
+        events = _laps(10)
+        seq = Sequencer(Folder(ORDER))
+        assert seq.offer(events[0]) is Offer.APPLIED
+        assert seq.offer_run(events[1:6]) == 5
+        assert seq.last_applied == events[1:6]
+        one_by_one = Sequencer(Folder(ORDER))
+        for event in events[:6]:
+            one_by_one.offer(event)
+        assert seq.folder.state == one_by_one.folder.state == [(1, i) for i in range(1, 7)]
+        assert (seq.counts, seq.head_seq) == (one_by_one.counts, one_by_one.head_seq)
+
+    def test_a_run_stops_where_an_event_is_not_the_next(self) -> None:
+        """A gap, a duplicate or another epoch ends the run: the rest is left to offer()."""
+        events = _laps(10)
+        seq = Sequencer(Folder(ORDER))
+        seq.offer(events[0])
+        assert seq.offer_run([events[1], events[2], events[4], events[3]]) == 2
+        assert seq.folder.seq == 3
+        assert seq.offer_run([events[2], events[3]]) == 0  # seq 3 was applied already
+        assert seq.offer_run([events[3], _laps(5, epoch=2)[4]]) == 1
+        assert seq.folder.seq == 4 and seq.counts.applied == 4
+
+    def test_no_run_while_something_waits_or_the_fold_is_fresh(self) -> None:
+        """With events buffered, a new epoch or nothing applied yet, offer() decides."""
+        events = _laps(10)
+        fresh = Sequencer(Folder(ORDER))
+        assert fresh.offer_run(events[:3]) == 0 and fresh.folder.seq == 0
+        seq = Sequencer(Folder(ORDER))
+        seq.offer(events[0])
+        assert seq.offer(events[5]) is Offer.BUFFERED
+        assert seq.offer_run(events[1:3]) == 0
+        seq.learn_head(2, 0)
+        assert Sequencer(Folder(ORDER)).offer_run([]) == 0
+        assert seq.offer_run(events[1:3]) == 0  # the head is in epoch 2 now
