@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointError",
     "checkpoint_path",
     "encode",
+    "encode_parts",
     "load",
     "remove_stale_temps",
     "save",
@@ -77,6 +78,12 @@ def checkpoint_path(state_dir: Path, session_id: str, consumer: str) -> Path:
 
 def encode(checkpoint: Checkpoint, path: Path | None = None) -> bytes:
     """The bytes of a checkpoint file (``path`` only names it in errors)."""
+    return b"".join(encode_parts(checkpoint, path))
+
+
+def encode_parts(checkpoint: Checkpoint, path: Path | None = None) -> list[bytes]:
+    """``encode`` in the pieces the pickler made: ``write`` takes them as they are (a big
+    state is not copied once more into one buffer)."""
     # The consumer is stored by name, not pickled: the runner already holds it, and
     # a consumer given as module:attr would not be found again by name.
     data = {
@@ -92,7 +99,7 @@ def encode(checkpoint: Checkpoint, path: Path | None = None) -> bytes:
     try:
         parts = _Parts()
         pickle.Pickler(parts, protocol=pickle.HIGHEST_PROTOCOL).dump(data)
-        return b"".join(parts)
+        return parts
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         raise CheckpointError(
             f"{path or 'checkpoint'}: state of {checkpoint.consumer!r} is not picklable: {exc}"
@@ -150,8 +157,9 @@ class _Parts(list[bytes]):
         return len(data)
 
 
-def write(path: Path, payload: bytes) -> None:
-    """Replace ``path`` by ``payload`` atomically: temp file, fsync, rename, fsync the folder.
+def write(path: Path, payload: bytes | list[bytes]) -> None:
+    """Replace ``path`` by ``payload`` (bytes, or ``encode_parts``' pieces) atomically:
+    temp file, fsync, rename, fsync the folder.
 
     No shared state: safe to run in a worker thread while the fold goes on.
     """
@@ -161,7 +169,10 @@ def write(path: Path, payload: bytes) -> None:
                                    dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(payload)
+                if isinstance(payload, bytes):
+                    out.write(payload)
+                else:
+                    out.writelines(payload)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 
 import msgspec
@@ -139,6 +140,36 @@ class TestCheckpointSchedule:
         saved = checkpoint.load(path, session_id="s", consumer="seqs")
         assert saved is not None
         assert (saved.seq, saved.state, saved.published_at_ns) == (3, [1, 2, 3], 9)
+
+    async def test_the_next_one_waits_for_the_budget_of_the_last(self, tmp_path: Path) -> None:
+        """The write's CPU time counts with the pickling: the next checkpoint waits
+        CHECKPOINT_BUDGET times both after the last, however many events are due."""
+        from consumers.checkpoint_schedule import CHECKPOINT_BUDGET
+
+        path = tmp_path / "seqs.checkpoint"
+        sequencer, counters = Sequencer(Folder(SEQS)), Counters()
+        schedule = self._schedule(path, sequencer, counters)
+        running = asyncio.create_task(schedule.run())
+        for seq in (1, 2, 3):
+            sequencer.offer(_lap(seq))
+            schedule.applied(1)
+        async with asyncio.timeout(5):
+            while counters.checkpoints == 0:
+                await asyncio.sleep(0.01)
+        assert schedule._write_s > 0  # the worker thread's CPU time, measured
+        schedule._snapshot_s, schedule._write_s = 0.002, 0.002  # as if it cost 4 ms
+        schedule._snapshot_at = time.monotonic()
+        for seq in (4, 5, 6):
+            sequencer.offer(_lap(seq))
+            schedule.applied(1)
+        await asyncio.sleep(CHECKPOINT_BUDGET * 0.004 / 2)
+        assert counters.checkpoints == 1  # due, but within the budget of the last
+        async with asyncio.timeout(5):
+            while counters.checkpoints == 1:
+                await asyncio.sleep(0.01)
+        running.cancel()
+        saved = checkpoint.load(path, session_id="s", consumer="seqs")
+        assert saved is not None and saved.seq == 6
 
     async def test_a_failed_fold_is_never_checkpointed(self, tmp_path: Path) -> None:
         """After ``fold_failed`` even the stop's checkpoint is skipped."""
