@@ -707,24 +707,15 @@ _OVERALL_BEST: Final[str] = Marker.OVERALL_BEST.value
 _CLASS_BEST: Final[str] = Marker.CLASS_BEST.value
 _PERSONAL_BEST: Final[str] = Marker.PERSONAL_BEST.value
 _NO_MARKER: Final[str] = Marker.NONE.value
+_STATUS: Final[dict[Status, str]] = {status: status.value for status in Status}
 
 
 def _markers(times: list[int | None], overall: list[int], class_bests: list[int],
              personal: list[int]) -> list[str]:
     """How a board colours each time: overall, class or personal best, or plain."""
-    out: list[str] = []
-    for i, ms in enumerate(times):
-        if ms is None:
-            out.append(_NO_MARKER)
-        elif ms == overall[i]:
-            out.append(_OVERALL_BEST)
-        elif ms == class_bests[i]:
-            out.append(_CLASS_BEST)
-        elif ms == personal[i]:
-            out.append(_PERSONAL_BEST)
-        else:
-            out.append(_NO_MARKER)
-    return out
+    return [_NO_MARKER if ms is None else _OVERALL_BEST if ms == o else _CLASS_BEST
+            if ms == c else _PERSONAL_BEST if ms == p else _NO_MARKER
+            for ms, o, c, p in zip(times, overall, class_bests, personal)]
 
 
 def view(state: RunningOrder) -> dict[str, Any]:
@@ -787,7 +778,7 @@ def view(state: RunningOrder) -> dict[str, Any]:
             "team": car.team,
             "manufacturer": car.manufacturer,
             "driver": car.driver,
-            "status": car.status(flag_ms).value,
+            "status": _STATUS[car.status(flag_ms)],
             "laps": laps,
             "elapsed_ms": elapsed,
             "gap_ms": gap_ms,
