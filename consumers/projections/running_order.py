@@ -715,7 +715,7 @@ def _markers(times: list[int | None], overall: list[int], class_bests: list[int]
     """How a board colours each time: overall, class or personal best, or plain."""
     return [_NO_MARKER if ms is None else _OVERALL_BEST if ms == o else _CLASS_BEST
             if ms == c else _PERSONAL_BEST if ms == p else _NO_MARKER
-            for ms, o, c, p in zip(times, overall, class_bests, personal)]
+            for ms, o, c, p in zip(times, overall, class_bests, personal, strict=True)]
 
 
 def view(state: RunningOrder) -> dict[str, Any]:
