@@ -70,7 +70,7 @@ class _Series:
 class CpuSampler:
     """Samples the CPU time of named processes from a thread, until ``stop()``."""
 
-    def __init__(self, interval_s: float = 0.02) -> None:
+    def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self._pids: dict[str, int] = {}
         self._series: dict[str, _Series] = {}
