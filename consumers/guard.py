@@ -55,6 +55,7 @@ class EngineStatus(msgspec.Struct):
     last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Set on contract messages (a CatchupReply has one), never on a status.
     type: str | None = None
+    log_id: str = ""
 
 
 _status_decoder: Final = msgspec.json.Decoder(EngineStatus)

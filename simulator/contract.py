@@ -206,6 +206,9 @@ class SessionStarted(EventBase, frozen=True, kw_only=True):
     # publication, as dotted paths ("scheduled_start", "entries.25.drivers",
     # "championship.standings.51.places"). Empty for real timing exports.
     synthesized: list[str] = []
+    # The log this event opens (``simulator.logid``): set by the engine as it publishes,
+    # empty in a source and in journals written before log ids.
+    log_id: str = ""
 
 
 class LapCompleted(EventBase, frozen=True, kw_only=True):
@@ -331,6 +334,9 @@ class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fiel
     last_seq: int = 0
     current_epoch: int = 1
     error: str | None = None
+    # The log the engine is replaying (``simulator.logid``); empty from an engine (or a
+    # journal) older than log ids.
+    log_id: str = ""
 
 
 # --- control commands (``.../control``) and their answers (on ``.../status``) ---------
@@ -436,6 +442,9 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | msgspec.UnsetType = msgspec.UNSET
     accepted: Accepted | msgspec.UnsetType = msgspec.UNSET
     rejected: Rejection | msgspec.UnsetType = msgspec.UNSET
+    # The log being replayed (``simulator.logid``): the same for every run of the same
+    # source with the same options, different for any other log.
+    log_id: str = ""
 
 
 class EngineLost(msgspec.Struct, frozen=True, kw_only=True):
@@ -464,6 +473,8 @@ class StateDocument(msgspec.Struct, Generic[V], frozen=True, kw_only=True):
     session_time_ms: int
     # The latest engine publish time (``published_at_ns``) among the events reflected.
     published_at_ns: NonNegativeInt
+    # The log the stamp is a position in (empty: unknown, an engine older than log ids).
+    log_id: str = ""
     state: V
 
 
@@ -505,6 +516,11 @@ class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
     catchups: NonNegativeInt
     reconnects: NonNegativeInt
     checkpoints: NonNegativeInt
+    # The log the folded state belongs to (empty until the engine has named it).
+    log_id: str = ""
+    # Why the consumer last dropped its state and folded from the start, e.g.
+    # ``log changed``; absent when it never did.
+    reset: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class ConsumerLost(msgspec.Struct, frozen=True, kw_only=True):
