@@ -31,10 +31,10 @@ from paho.mqtt.properties import Properties
 
 from simulator import topics
 from simulator.contract import (
-    SCHEMA_VERSION,
     CatchupReply,
     CatchupRequest,
     Event,
+    decode_catchup_reply,
     decode_event,
     encode,
 )
@@ -51,9 +51,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
-
-_json_reply: Final = msgspec.json.Decoder(CatchupReply)
-_msgpack_reply: Final = msgspec.msgpack.Decoder(CatchupReply)
 
 
 class CatchupUnavailable(LapcastError):
@@ -75,20 +72,8 @@ def reply_topic(session_id: str, consumer: str, client_id: str) -> str:
     return f"{topics.catchup_reply_prefix(session_id)}/{consumer}/{client_id}"
 
 
-def decode_reply(payload: bytes) -> CatchupReply:
-    """A reply chunk, JSON or msgpack; ``ContractError`` names the offending field."""
-    json = payload.lstrip()[:1] == b"{"
-    try:
-        reply = (_json_reply if json else _msgpack_reply).decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ContractError(f"catch-up reply: {exc}") from exc
-    for event in reply.events:
-        if event.schema_version > SCHEMA_VERSION:
-            raise ContractError(
-                f"catch-up reply: unknown schema version {event.schema_version} "
-                f"at `$.events[].schema_version` (seq {event.seq})"
-            )
-    return reply
+# The contract's decoder, under the name this module has always exported.
+decode_reply = decode_catchup_reply
 
 
 class MqttCatchup:

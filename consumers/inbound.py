@@ -156,10 +156,9 @@ class Inbound:
         if isinstance(status, guard.Refusal):
             self.outbox.reject(self.status_topic, payload, status)
             return
-        if status.state == "lost":
-            self._engine_up = False  # the engine's last will
+        if isinstance(status, guard.EngineLost) or status.state == "lost":
+            self._engine_up = False  # the engine's last will, or its own word
             return
-        assert status.epoch is not None and status.last_seq is not None
         self.engine_names_log(status.log_id, status.epoch)
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.

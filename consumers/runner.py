@@ -90,7 +90,7 @@ class ConsumerRunner:
         self.checkpoint_file = checkpoint.checkpoint_path(settings.state_dir, session, name)
         saved = checkpoint.load(self.checkpoint_file, session_id=session, consumer=name)
         reset = None
-        if saved is not None and not saved.log_id:
+        if saved is not None and saved.log_id is None:
             # Written before log ids: the state of an unknown log, never resumed.
             reset = UNKNOWN_CHECKPOINT
             log.warning("checkpoint of an unknown log: folding from the start",

@@ -157,7 +157,7 @@ class TestOldCheckpoint:
             "format": 1, "session_id": "s1", "consumer": "class-poles", "epoch": 1,
             "seq": 40, "published_at_ns": 5, "session_time_ms": 7, "state": None}))
         loaded = checkpoint.load(path, session_id="s1", consumer="class-poles")
-        assert loaded is not None and loaded.log_id == "" and loaded.seq == 40
+        assert loaded is not None and loaded.log_id is None and loaded.seq == 40
         runner = ConsumerRunner(load_consumer("class-poles"), parse_broker_url("mqtt://x:1"),
                                 RunnerSettings(session_id="s1", state_dir=tmp_path))
         assert runner.resumed_from is None and runner.folder.seq == 0
