@@ -16,6 +16,7 @@ from typing import Final, TypeAlias
 
 import msgspec
 
+from simulator import contract
 from simulator.replay.bounds import check_speed, shown
 from simulator.timefmt import parse_duration
 
@@ -27,6 +28,8 @@ __all__ = [
     "Resume",
     "Seek",
     "Speed",
+    "accepted",
+    "command_name",
     "describe",
     "parse_command",
     "parse_speed",
@@ -61,11 +64,8 @@ Command: TypeAlias = Pause | Resume | Speed | Seek
 COMMAND_NAMES: Final = ("pause", "resume", "speed", "seek")
 
 
-class Rejection(msgspec.Struct, frozen=True, kw_only=True):
-    """Published on ``status`` as ``"rejected": {"command": ..., "reason": ...}``."""
-
-    command: str | None
-    reason: str
+# Published on ``status`` as ``"rejected": {"command": ..., "reason": ...}``.
+Rejection = contract.Rejection
 
 
 # The wire shapes: "factor" and "to" take more than one JSON type.
@@ -161,15 +161,25 @@ def parse_command(payload: bytes) -> Command | Rejection:
     raise AssertionError(f"unhandled command {wire!r}")  # pragma: no cover
 
 
-def describe(command: Command) -> dict[str, object]:
+def accepted(command: Command) -> contract.Accepted:
     """A command as the status topic echoes it back (``"accepted": {...}``)."""
     match command:
         case Speed(factor=factor):
-            return {"command": "speed", "factor": "max" if factor is None else factor}
+            return contract.SpeedAccepted(factor="max" if factor is None else factor)
         case Seek(to_ms=to_ms):
-            return {"command": "seek", "to_ms": to_ms}
+            return contract.SeekAccepted(to_ms=to_ms)
         case Pause():
-            return {"command": "pause"}
+            return contract.PauseAccepted()
         case Resume():
-            return {"command": "resume"}
+            return contract.ResumeAccepted()
     raise AssertionError(command)  # pragma: no cover
+
+
+def command_name(command: Command) -> str:
+    return type(command).__struct_config__.tag  # type: ignore[return-value]
+
+
+def describe(command: Command) -> dict[str, object]:
+    """``accepted`` as plain data."""
+    doc: dict[str, object] = msgspec.to_builtins(accepted(command))
+    return doc
