@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumers.registry import BUILTIN  # noqa: E402
-from consumers.runner import PUBLISHED_AT  # noqa: E402
 from lapcast.logs import configure_logging  # noqa: E402
 from lapcast.topology import (  # noqa: E402
     ConsumerSpec,
@@ -50,7 +49,11 @@ from lapcast.topology import (  # noqa: E402
 )
 from simulator import topics  # noqa: E402
 from simulator.connection import parse_broker_url  # noqa: E402
-from simulator.contract import decode_message, events_of  # noqa: E402
+from simulator.contract import (  # noqa: E402
+    PUBLISHED_AT,
+    decode_message,
+    events_of,
+)
 
 RACE = ROOT.parent / "shared" / "data" / "wec-2024-bahrain-8h-race.analysis.csv"
 

@@ -26,11 +26,10 @@ import msgspec
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from consumers.runner import PUBLISHED_AT
 from lapcast.topology import Child, ConsumerSpec, stop_popen
 from simulator import topics
 from simulator.connection import parse_broker_url
-from simulator.contract import Batch, EngineState, EngineStatus, Event, encode
+from simulator.contract import PUBLISHED_AT, Batch, EngineState, EngineStatus, Event, encode
 
 __all__ = [
     "TestPublisher",
