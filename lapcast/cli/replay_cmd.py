@@ -23,7 +23,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import (
+    add_broker_options,
+    broker_settings,
+    source_arg,
+    writable_file,
+)
 from simulator.errors import ControlError, LapcastError
 from simulator.replay.bounds import check_batch, check_linger_ms, check_window, shown
 from simulator.replay.control import parse_speed
@@ -118,11 +123,17 @@ def run(args: argparse.Namespace) -> int:
     batch = _option("--batch", _whole("batch", check_batch), args.batch)
     window = _option("--window", _whole("window", check_window), args.window)
     linger_ms = _option("--linger-ms", _linger, args.linger_ms)
+    source_arg(args.source)
+    if args.journal is not None:
+        writable_file(args.journal, what="journal (--journal)")
+    broker = broker_settings(args, check_files=True)
     source = load_source(source_from_options(args.source, args), session_id=args.session_id,
                          granularity=args.granularity)
+    journal = args.journal or writable_file(default_journal(source.session_id),
+                                            what="journal (default; --journal)")
     settings = ReplaySettings(
-        broker=broker_settings(args),
-        journal_path=args.journal or default_journal(source.session_id),
+        broker=broker,
+        journal_path=journal,
         speed=speed,
         start_ms=start_ms,
         batch=batch,

@@ -124,7 +124,7 @@ class ReplaySettings:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
     fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S
-    keepalive_s: int = 15
+    keepalive_s: int = 4  # paho gives up after 1-2x this silent: a dead link in < 10 s
     client_id: str | None = None
     # Wait at most this long for outstanding acknowledgements when stopping.
     stop_grace_s: float = 5.0
