@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 
 from consumers import checkpoint
 from consumers.api import Consumer
+from consumers.catchup_client import JournalCatchup
 from consumers.folding import Folder
 from consumers.health import Counters, Health
 from consumers.identity import LOG_CHANGED, UNKNOWN_CHECKPOINT, LogIdentity
@@ -20,8 +22,10 @@ from consumers.registry import load_consumer
 from consumers.runner import ConsumerRunner, RunnerSettings
 from consumers.sequencer import Sequencer
 from consumers.stamps import Stamps
+from consumers.testing import write_journal
 from simulator.connection import parse_broker_url
 from simulator.contract import (
+    CatchupRequest,
     ConsumerHealth,
     Event,
     LapCompleted,
@@ -170,3 +174,32 @@ class TestOldCheckpoint:
                                                     seq=2, state=[1, 2], log_id="d" * 32))
         loaded = checkpoint.load(path, session_id="s", consumer="seqs")
         assert loaded is not None and loaded.folder(SEQS).log_id == "d" * 32
+
+
+class TestJournalCatchup:
+    async def test_a_replaced_journal_is_read_anew_and_names_its_log(
+            self, tmp_path: Path) -> None:
+        """Catch-up from a journal file names the log of its latest epoch; the file
+        replaced by another log's journal is indexed again, not read at old offsets."""
+        path = tmp_path / "j.jsonl"
+        first = _stamped(load_source(SYNTH, session_id="S").events())
+        other = _stamped(load_source(SYNTH.replace("seed=3", "seed=9"),
+                                     session_id="S").events())
+        write_journal(path, first)
+        source = JournalCatchup(path, session_id="S")
+        request = CatchupRequest(epoch=1, from_seq=1)
+        [reply] = [r async for r in source.fetch(request)]
+        assert reply.log_id == first[0].log_id and reply.events == first
+        path.unlink()
+        write_journal(path, other[:5])
+        [reply] = [r async for r in source.fetch(request)]
+        assert reply.log_id == other[0].log_id != first[0].log_id
+        assert reply.events == other[:5] and reply.last_seq == 5
+
+
+def _stamped(events: Iterable[Event]) -> list[Event]:
+    """The events as the engine publishes them: the SessionStarted with the log id."""
+    events = list(events)
+    assert isinstance(events[0], SessionStarted)
+    events[0] = msgspec.structs.replace(events[0], log_id=log_id(events))
+    return events
