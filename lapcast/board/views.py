@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from simulator.contract import SessionStarted, decode_event
+from simulator import contract
+from simulator.contract import SessionStarted
 from simulator.errors import ContractError
 
 __all__ = [
@@ -245,7 +246,4 @@ def decode_consumer_health(payload: bytes) -> ConsumerHealth:
 
 
 def decode_meta(payload: bytes) -> SessionStarted:
-    event = decode_event(payload)
-    if not isinstance(event, SessionStarted):
-        raise ContractError(f"meta: expected a SessionStarted, got a {type(event).__name__}")
-    return event
+    return contract.decode_meta(payload)
