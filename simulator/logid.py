@@ -21,7 +21,7 @@ import msgspec
 
 from simulator.contract import Event, SessionStarted, encode
 
-__all__ = ["LOG_ID_LENGTH", "LogDigest", "log_id"]
+__all__ = ["LOG_ID_LENGTH", "LogDigest", "as_published", "log_id"]
 
 # Hex digits of an id (BLAKE2b with a 16-byte digest).
 LOG_ID_LENGTH: Final = 32
@@ -53,3 +53,12 @@ def log_id(events: Iterable[Event]) -> str:
     for event in events:
         digest.add(event)
     return digest.hexdigest()
+
+
+def as_published(events: Iterable[Event]) -> list[Event]:
+    """``events`` as the engine publishes and journals them: its ``SessionStarted``
+    stamped with the log id (for comparing a journal with its source)."""
+    events = list(events)
+    lid = log_id(events)
+    return [msgspec.structs.replace(e, log_id=lid) if isinstance(e, SessionStarted) else e
+            for e in events]
