@@ -21,6 +21,9 @@ by topic, for other languages (``lapcast schema``). Rules it keeps:
   ``null``), so a document is byte for byte what the writer always put on the wire.
 * Each message kind has one typed decoder (``decode_*``), JSON or msgpack sniffed by
   ``sniff_encoding``, raising ``ContractError`` that names the message and the field.
+* A log has an id, ``log_id`` (``simulator.logid``): on the ``SessionStarted`` the engine
+  publishes (so on meta), in its status and catch-up replies, in state documents and
+  consumer health. ``""`` means unknown (a writer older than log ids).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ from simulator.connection import (
     BrokerSettings,
     parse_broker_url,
 )
-from simulator.contract import SessionStarted, decode_event, encode
+from simulator.contract import SessionStarted, decode_event, decode_state, encode
 from simulator.errors import ContractError, LapcastError
 from simulator.replay.engine import check_linger_ms
 from simulator.sources import load_source
@@ -448,7 +448,7 @@ class _Run:
             if trace.last_state and name in folded:
                 expected = msgspec.json.decode(msgspec.json.encode(
                     msgspec.to_builtins(folded[name])))
-                matches = msgspec.json.decode(trace.last_state).get("state") == expected
+                matches = decode_state(trace.last_state).state == expected
             caught_up = next((recv for seq, recv, _ in trace.states if seq >= total), None)
             first_pub = trace_events.published_ns[0] if trace_events.messages else None
             usage = usages.get(name)
