@@ -169,6 +169,8 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     total_events: int | None = None
     # Set on the one status published in answer to a refused control command.
     rejected: Rejected | None = None
+    # Why the engine stopped publishing (state ``error``: its journal failed) or was lost.
+    reason: str | None = None
 
 
 class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
