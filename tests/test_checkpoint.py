@@ -77,7 +77,8 @@ class TestEncoding:
         payload = checkpoint.encode(cp)
         assert payload == pickle.dumps({
             "format": checkpoint.FORMAT, "session_id": "s", "consumer": "c", "epoch": 1,
-            "seq": 9, "published_at_ns": 0, "session_time_ms": 0, "state": state,
+            "seq": 9, "published_at_ns": 0, "session_time_ms": 0, "log_id": cp.log_id,
+            "state": state,
         }, protocol=pickle.HIGHEST_PROTOCOL)
         buffer[:1] = b"y"
         laps[0] = -1
