@@ -11,9 +11,9 @@ from simulator.connection import (
     BrokerSettings,
     parse_broker_url,
 )
-from simulator.topics import validate_session_id
+from simulator.topics import validate_client_id, validate_session_id
 
-__all__ = ["add_broker_options", "broker_settings", "session_id_arg"]
+__all__ = ["add_broker_options", "broker_settings", "client_id_arg", "session_id_arg"]
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
@@ -35,8 +35,16 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
 
 
 def session_id_arg(text: str) -> str:
-    """argparse type for a session id: one topic level (checked before anything connects)."""
+    """argparse type for a session id: one portable topic level (checked before connecting)."""
     try:
         return validate_session_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def client_id_arg(text: str) -> str:
+    """argparse type for a client id: portable like a session id (it names a topic level)."""
+    try:
+        return validate_client_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

@@ -21,6 +21,7 @@ from rich.table import Table
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
 from consumers.registry import BUILTIN, load_consumer
+from lapcast.cli.common import session_id_arg
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -248,6 +249,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="print one JSON document instead of tables")
     parser.add_argument("--granularity", choices=("lap", "sector"), default="lap",
                         help="emit sector events too (default lap); the final state is the same")
-    parser.add_argument("--session-id", metavar="ID",
+    parser.add_argument("--session-id", metavar="ID", type=session_id_arg,
                         help="session id for the events (default: derived from the source)")
     parser.set_defaults(handler=run)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
 from simulator.errors import ControlError
 from simulator.replay.control import parse_speed
 from simulator.replay.engine import ReplayEngine, ReplaySettings, default_journal
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="SESSION_TIME",
                         help="start at this session time, H:MM:SS[.fff] or seconds (the "
                              "events before it are published at once)")
-    parser.add_argument("--session-id", metavar="ID",
+    parser.add_argument("--session-id", metavar="ID", type=session_id_arg,
                         help="session id (topic level) instead of the source's")
     parser.add_argument("--batch", type=_positive, default=1, metavar="N",
                         help="pack up to N consecutive due events per message (default 1)")

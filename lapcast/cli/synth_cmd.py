@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from lapcast.cli.common import session_id_arg
 from simulator.contract import Event, LapCompleted, encode
 from simulator.synth import SynthSpec, add_synth_options, events, spec_from_options
 
@@ -43,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_synth_options(parser)
     parser.add_argument("--out", metavar="FILE",
                         help="write the log here (.jsonl) with a progress bar; default stdout")
-    parser.add_argument("--session-id", help="session id (default synth-{session}-{cars}-s{seed})")
+    parser.add_argument("--session-id", type=session_id_arg, metavar="ID",
+                        help="session id (default synth-{session}-{cars}-s{seed})")
     parser.add_argument("--granularity", choices=("lap", "sector"), default="lap",
                         help="sector: also SectorCompleted events (buffers more; keep fields "
                              "small)")
