@@ -138,7 +138,8 @@ class TestSharedRace:
         assert {e.car: e.car_class for e in started.entries} == raw
 
     def test_metadata(self, race: list[Event]) -> None:
-        """The file name gives the series, event, race kind, duration, time zone and a portable session id."""
+        """The file name gives the series, event, race kind, duration, time zone and a
+        portable session id."""
         started = race[0]
         assert isinstance(started, SessionStarted)
         assert started.series == "FIA WEC"

@@ -68,7 +68,7 @@ class TestPortableName:
 class TestWhereIdsComeFrom:
     def test_runner_settings_refuse_a_dotted_client_id(self) -> None:
         """An explicit client id with `.` is refused before anything connects."""
-        with pytest.raises(topics.InvalidName, match="client id 'a.b'"):
+        with pytest.raises(topics.InvalidName, match=r"client id 'a\.b'"):
             RunnerSettings(session_id="s1", client_id="a.b")
 
     def test_scenario_id_is_checked_where_it_is_written(self, tmp_path: Path) -> None:
