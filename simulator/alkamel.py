@@ -15,8 +15,11 @@ One row per completed lap, ``;``-separated. The quirks this loader handles (see
   wrong. A line without ELAPSED is timed from HOUR (rolled over at midnight).
 * ``B`` in CROSSING_FINISH_LINE_IN_PIT: the lap ends in the pit lane; PIT_TIME on
   the out-lap.
-* FLAG_AT_FL: GF green, FCY full-course yellow, SF safety car, FF finish; any other
-  code is refused (a flag we do not understand must not turn into green).
+* FLAG_AT_FL: GF green, FCY full-course yellow, SF safety car, RF red flag (the
+  session suspended), FF finish; any other code is refused (a flag we do not
+  understand must not turn into green). What a red flag means for the laps around
+  it (no best lap, the classification of a race that ends under red) is derived in
+  ``simulator.derive``, the same for every source.
 * Rows are grouped by car: the log is the rows sorted by crossing time, ties broken
   by car number (numerically, then as text) and lap.
 * Improvement codes are final: LAP_IMPROVEMENT 2 (or 3, the overall fastest) marks
@@ -62,6 +65,7 @@ FLAGS: Final[dict[str, Flag]] = {
     "GF": Flag.GREEN,
     "FCY": Flag.FCY,
     "SF": Flag.SAFETY_CAR,
+    "RF": Flag.RED,
     "FF": Flag.CHEQUERED,
 }
 

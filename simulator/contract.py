@@ -1,6 +1,10 @@
-"""The wire contract: every event lapcast publishes, and how it is encoded.
+"""The wire contract: every message lapcast publishes or reads, and how it is encoded.
 
-This module is the one place the contract lives. Rules it keeps:
+This module is the one place the contract lives: the events (alone or batched), the
+engine's status and the answers to control commands, the control commands, the
+catch-up request and reply, the projections' state documents and changes, the
+consumers' health and their dead letters. ``simulator.asyncapi`` describes them, topic
+by topic, for other languages (``lapcast schema``). Rules it keeps:
 
 * Every event is a frozen, keyword-only ``msgspec.Struct`` on one tagged base, so
   a payload names its own type (``"type": "LapCompleted"``) and decodes with one
@@ -11,20 +15,29 @@ This module is the one place the contract lives. Rules it keeps:
 * Times are integer milliseconds of session time. They never pass through floats.
 * The schema only grows: new fields come with defaults, an existing field never
   changes its type. A payload of a newer ``schema_version`` than this code knows
-  is refused with a clear error rather than half understood.
+  is refused with a clear error rather than half understood. A reader ignores the
+  fields it does not know (a control command excepted: it must be exactly right).
+* A field a writer leaves out unless it has something to say is ``UNSET`` (never
+  ``null``), so a document is byte for byte what the writer always put on the wire.
+* Each message kind has one typed decoder (``decode_*``), JSON or msgpack sniffed by
+  ``sniff_encoding``, raising ``ContractError`` that names the message and the field.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Any, Final, Literal, TypeAlias
+import functools
+from typing import Annotated, Any, Final, Generic, Literal, TypeAlias, TypeVar
 
 import msgspec
 
 from simulator.errors import ContractError
 
 __all__ = [
+    "ENGINE_LOST",
+    "PUBLISHED_AT",
     "SCHEMA_VERSION",
+    "Accepted",
     "Batch",
     "CarRetired",
     "CatchupReply",
@@ -33,8 +46,17 @@ __all__ = [
     "ChequeredFlag",
     "Codec",
     "Competitor",
+    "ConsumerHealth",
+    "ConsumerLost",
+    "ConsumerState",
+    "ControlCommand",
+    "DeadLetter",
+    "Decoder",
     "Disqualified",
     "Encoding",
+    "EngineLost",
+    "EngineState",
+    "EngineStatus",
     "Entry",
     "Event",
     "EventBase",
@@ -43,21 +65,46 @@ __all__ = [
     "LapCompleted",
     "LapDeleted",
     "Message",
+    "PauseAccepted",
+    "PauseCommand",
     "PointsRules",
+    "Rejection",
+    "ResumeAccepted",
+    "ResumeCommand",
     "SectorCompleted",
+    "SeekAccepted",
+    "SeekCommand",
     "SessionFinished",
     "SessionKind",
     "SessionStarted",
+    "SpeedAccepted",
+    "SpeedCommand",
+    "SpeedFactor",
+    "StateChanges",
+    "StateDocument",
     "TimePenalty",
+    "changes_decoder",
+    "decode_catchup_reply",
+    "decode_catchup_request",
+    "decode_consumer_health",
+    "decode_control",
+    "decode_dead_letter",
+    "decode_engine_status",
     "decode_event",
     "decode_message",
+    "decode_meta",
+    "decode_state",
+    "decode_state_changes",
     "encode",
     "events_of",
+    "sniff_encoding",
+    "state_decoder",
 ]
 
 SCHEMA_VERSION: Final = 1
 
 NonNegativeMs = Annotated[int, msgspec.Meta(ge=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 CarNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 
@@ -253,6 +300,11 @@ Message: TypeAlias = Event | Batch
 
 
 # --- catch-up service (MQTT v5 request/response) -----------------------------------
+# A request goes to ``.../catchup/request`` with an MQTT v5 ResponseTopic below
+# ``.../catchup/reply/`` (the engine answers nowhere else) and a CorrelationData of the
+# requester's choosing; every reply chunk goes to that topic with the same correlation
+# data, in ``seq`` order. Replies are always JSON.
+
 
 
 class CatchupRequest(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
@@ -281,16 +333,211 @@ class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fiel
     error: str | None = None
 
 
-# --- encoding -------------------------------------------------------------------------
+# --- control commands (``.../control``) and their answers (on ``.../status``) ---------
+
+
+class _ControlBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="command",
+                   forbid_unknown_fields=True):
+    """A control command, JSON, as a person or a tool sends it. Unknown fields are refused:
+    a command half understood would do the wrong thing."""
+
+
+class PauseCommand(_ControlBase, frozen=True, kw_only=True, tag="pause"):
+    """Freeze the session clock (``{"command": "pause"}``)."""
+
+
+class ResumeCommand(_ControlBase, frozen=True, kw_only=True, tag="resume"):
+    """Start the session clock again."""
+
+
+class SpeedCommand(_ControlBase, frozen=True, kw_only=True, tag="speed"):
+    """``factor``: a number above 0 (also as text, ``"60"``), or ``"max"``: as fast as
+    the broker acknowledges."""
+
+    factor: float | str
+
+
+class SeekCommand(_ControlBase, frozen=True, kw_only=True, tag="seek"):
+    """``to``: session time, ``H:MM:SS[.fff]`` or seconds as text, or integer milliseconds.
+    Backward, before an event already published, starts the next epoch."""
+
+    to: int | str
+
+
+ControlCommand: TypeAlias = PauseCommand | ResumeCommand | SpeedCommand | SeekCommand
+
+# What the status echoes back: a speed as a factor or "max".
+SpeedFactor: TypeAlias = float | Literal["max"]
+
+
+class _AcceptedBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="command"):
+    """A command the engine carried out, as the status echoes it (normalised)."""
+
+
+class PauseAccepted(_AcceptedBase, frozen=True, kw_only=True, tag="pause"):
+    pass
+
+
+class ResumeAccepted(_AcceptedBase, frozen=True, kw_only=True, tag="resume"):
+    pass
+
+
+class SpeedAccepted(_AcceptedBase, frozen=True, kw_only=True, tag="speed"):
+    factor: SpeedFactor
+
+
+class SeekAccepted(_AcceptedBase, frozen=True, kw_only=True, tag="seek"):
+    to_ms: NonNegativeMs
+
+
+Accepted: TypeAlias = PauseAccepted | ResumeAccepted | SpeedAccepted | SeekAccepted
+
+
+class Rejection(msgspec.Struct, frozen=True, kw_only=True):
+    """A command refused, and why; it changed nothing. ``command`` is None when the
+    payload named none (not JSON, or no ``command`` field)."""
+
+    command: str | None
+    reason: str
+
+
+# --- the engine's status (``.../status``, retained) --------------------------------------
 
 Encoding = Literal["json", "msgpack"]
 
+# ``lost``: the engine died or lost its broker (its last will, or its own word with a
+# reason); ``error``: it stopped on a fault, ``reason`` says which.
+EngineState: TypeAlias = Literal["running", "paused", "finished", "stopped", "lost", "error"]
+
+
+class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the replay stands: published on every change and every half second.
+
+    ``epoch``/``last_seq`` is the end of the log the engine has had acknowledged by the
+    broker: a consumer believes a seq only as far as this says. ``accepted`` or
+    ``rejected`` answers the control command just received; ``reason`` comes with
+    ``lost`` and ``error``.
+    """
+
+    state: EngineState
+    session_id: str
+    epoch: NonNegativeInt
+    last_seq: NonNegativeInt
+    total_events: NonNegativeInt
+    # Where the session clock stands, 0..end_ms.
+    session_time_ms: NonNegativeMs
+    end_ms: NonNegativeMs
+    speed: SpeedFactor
+    # How far behind its schedule the engine is (0 when on time, paused or at max).
+    lag_ms: NonNegativeMs
+    events_published: NonNegativeInt
+    batch: PositiveInt
+    encoding: Encoding
+    reason: str | msgspec.UnsetType = msgspec.UNSET
+    accepted: Accepted | msgspec.UnsetType = msgspec.UNSET
+    rejected: Rejection | msgspec.UnsetType = msgspec.UNSET
+
+
+class EngineLost(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine's last will on ``.../status``: the broker publishes it when the engine's
+    connection dies. Nothing else is known then."""
+
+    state: Literal["lost"]
+
+
+# --- what consumers publish ---------------------------------------------------------------
+
+V = TypeVar("V")
+R = TypeVar("R")
+
+
+class StateDocument(msgspec.Struct, Generic[V], frozen=True, kw_only=True):
+    """A projection's whole view, retained on ``.../state/{projection}``, stamped with
+    the ``(epoch, seq)`` of the last event it reflects: a late joiner sees it all at once
+    and knows how fresh it is. ``state`` is the view (``lapcast fold --json`` prints the
+    same); a plug-in's view is whatever it returns."""
+
+    projection: str
+    session_id: str
+    epoch: PositiveInt
+    seq: PositiveInt
+    session_time_ms: int
+    # The latest engine publish time (``published_at_ns``) among the events reflected.
+    published_at_ns: NonNegativeInt
+    state: V
+
+
+class StateChanges(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
+    """The rows of a view that changed since the previous publication, on
+    ``.../state/{projection}/changes`` (not retained): keyed by car for a list of rows,
+    by key for a mapping; ``null`` for a row that is gone."""
+
+    projection: str
+    session_id: str
+    epoch: PositiveInt
+    seq: PositiveInt
+    changes: dict[str, R | None]
+
+
+ConsumerState: TypeAlias = Literal["live", "catching-up", "stopped", "lost"]
+
+
+class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """A consumer's health, retained on ``.../consumers/{name}/status``, at least once a
+    second. ``epoch``/``last_seq``: what it has folded; ``head_*``: the end of the log as
+    it knows it; ``lag_ms``: how long it has been behind (0 when caught up)."""
+
+    consumer: str
+    session_id: str
+    client_id: str
+    state: ConsumerState
+    events_applied: NonNegativeInt
+    epoch: NonNegativeInt
+    last_seq: NonNegativeInt
+    head_epoch: NonNegativeInt
+    head_seq: NonNegativeInt
+    lag_events: NonNegativeInt
+    lag_ms: int
+    pending: NonNegativeInt
+    dead_letters: NonNegativeInt
+    refused: NonNegativeInt
+    duplicates: NonNegativeInt
+    catchups: NonNegativeInt
+    reconnects: NonNegativeInt
+    checkpoints: NonNegativeInt
+
+
+class ConsumerLost(msgspec.Struct, frozen=True, kw_only=True):
+    """A consumer's last will on its status topic: its connection died."""
+
+    state: Literal["lost"]
+    consumer: str
+    session_id: str
+    client_id: str
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """What a consumer refused, on ``.../dead-letter``: the topic, why, and the original
+    bytes (base64, cut at 64 KiB: ``truncated``; ``size`` is the original length)."""
+
+    consumer: str
+    topic: str
+    reason: str
+    payload_base64: str
+    size: NonNegativeInt
+    truncated: bool = False
+
+
+# --- encoding -------------------------------------------------------------------------
+
+# The MQTT v5 user property on every events message: the engine's wall clock
+# (``time.time_ns()``) when it handed the message to the broker, for latency probes.
+PUBLISHED_AT: Final = "published_at_ns"
+
+T = TypeVar("T")
+
 _json_encoder: Final = msgspec.json.Encoder()
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()
-_json_message_decoder: Final = msgspec.json.Decoder(Message)
-_msgpack_message_decoder: Final = msgspec.msgpack.Decoder(Message)
-_json_event_decoder: Final = msgspec.json.Decoder(Event)
-_msgpack_event_decoder: Final = msgspec.msgpack.Decoder(Event)
 
 
 def encode(obj: Any, encoding: Encoding = "json") -> bytes:
@@ -300,21 +547,50 @@ def encode(obj: Any, encoding: Encoding = "json") -> bytes:
     return _msgpack_encoder.encode(obj)
 
 
-def _check_versions(message: Message) -> Message:
-    for event in events_of(message):
+def sniff_encoding(payload: bytes) -> Encoding:
+    """JSON or msgpack? Every contract message is an object: JSON starts with ``{``
+    (after optional whitespace), a msgpack map never does."""
+    return "json" if payload.lstrip()[:1] == b"{" else "msgpack"
+
+
+_sniff = sniff_encoding  # the name this module used before
+
+
+class Decoder(Generic[T]):
+    """The typed decoder of one message kind, JSON or msgpack (sniffed unless given),
+    built once and reused. ``ContractError`` names the message and the field."""
+
+    __slots__ = ("_json", "_msgpack", "what")
+
+    def __init__(self, type_: Any, what: str) -> None:
+        self.what = what
+        self._json: msgspec.json.Decoder[T] = msgspec.json.Decoder(type_)
+        self._msgpack: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
+
+    def decode(self, payload: bytes, encoding: Encoding | None = None) -> T:
+        enc = encoding or sniff_encoding(payload)
+        try:
+            if enc == "json":
+                return self._json.decode(payload)
+            return self._msgpack.decode(payload)
+        except msgspec.DecodeError as exc:
+            raise ContractError(f"{self.what}: {exc}" if self.what else str(exc)) from exc
+
+
+def _check_versions(events: list[Event], where: str = "") -> None:
+    for event in events:
         if event.schema_version > SCHEMA_VERSION:
             raise ContractError(
-                f"unknown schema version {event.schema_version} at `$.schema_version` "
+                f"{where}unknown schema version {event.schema_version} at "
+                f"`$.{'events[].' if where else ''}schema_version` "
                 f"of {type(event).__name__} seq {event.seq} "
                 f"(this lapcast understands up to {SCHEMA_VERSION})"
             )
-    return message
 
 
-def _sniff(payload: bytes) -> Encoding:
-    # JSON events always start with "{" (after optional whitespace); msgpack maps never do.
-    stripped = payload.lstrip()
-    return "json" if stripped[:1] == b"{" else "msgpack"
+# Events keep msgspec's bare message (no prefix): their errors are quoted as they are.
+_message: Final[Decoder[Message]] = Decoder(Message, "")
+_event: Final[Decoder[Event]] = Decoder(Event, "")
 
 
 def decode_message(payload: bytes, encoding: Encoding | None = None) -> Message:
@@ -322,29 +598,15 @@ def decode_message(payload: bytes, encoding: Encoding | None = None) -> Message:
 
     Raises ``ContractError`` naming the offending field (msgspec's ``$.path``).
     """
-    enc = encoding or _sniff(payload)
-    try:
-        if enc == "json":
-            message = _json_message_decoder.decode(payload)
-        else:
-            message = _msgpack_message_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ContractError(str(exc)) from exc
-    return _check_versions(message)
+    message = _message.decode(payload, encoding)
+    _check_versions(events_of(message))
+    return message
 
 
 def decode_event(payload: bytes, encoding: Encoding | None = None) -> Event:
     """Decode exactly one event (a journal line, for example)."""
-    enc = encoding or _sniff(payload)
-    try:
-        event: Event
-        if enc == "json":
-            event = _json_event_decoder.decode(payload)
-        else:
-            event = _msgpack_event_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ContractError(str(exc)) from exc
-    _check_versions(event)
+    event = _event.decode(payload, encoding)
+    _check_versions([event])
     return event
 
 
@@ -353,6 +615,105 @@ def events_of(message: Message) -> list[Event]:
     if isinstance(message, Batch):
         return message.events
     return [message]
+
+
+def decode_meta(payload: bytes, encoding: Encoding | None = None) -> SessionStarted:
+    """The retained ``.../meta``: the session's ``SessionStarted``."""
+    event = decode_event(payload, encoding)
+    if not isinstance(event, SessionStarted):
+        raise ContractError(f"meta: expected a SessionStarted, got a {type(event).__name__}")
+    return event
+
+
+_catchup_request: Final[Decoder[CatchupRequest]] = Decoder(CatchupRequest, "catch-up request")
+_catchup_reply: Final[Decoder[CatchupReply]] = Decoder(CatchupReply, "catch-up reply")
+
+
+def decode_catchup_request(payload: bytes) -> CatchupRequest:
+    return _catchup_request.decode(payload)
+
+
+def decode_catchup_reply(payload: bytes) -> CatchupReply:
+    """A reply chunk; an event of a newer schema version in it is refused."""
+    reply = _catchup_reply.decode(payload)
+    _check_versions(reply.events, "catch-up reply: ")
+    return reply
+
+
+_control: Final[Decoder[ControlCommand]] = Decoder(ControlCommand, "control command")
+
+
+def decode_control(payload: bytes) -> ControlCommand:
+    """A control command as sent; the engine then checks its values (``"to"`` parses,
+    the factor is above 0, the seek is within the session)."""
+    return _control.decode(payload, "json")
+
+
+class _Status(msgspec.Struct):
+    state: str = ""
+
+
+_status_state: Final[Decoder[_Status]] = Decoder(_Status, "engine status")
+_engine_status: Final[Decoder[EngineStatus]] = Decoder(EngineStatus, "engine status")
+_engine_lost: Final[Decoder[EngineLost]] = Decoder(EngineLost, "engine status")
+
+
+def decode_engine_status(payload: bytes) -> EngineStatus | EngineLost:
+    """The retained ``.../status``: a full status, or the engine's bare last will."""
+    try:
+        return _engine_status.decode(payload, "json")
+    except ContractError:
+        if _status_state.decode(payload, "json").state != "lost":
+            raise
+        return _engine_lost.decode(payload, "json")
+
+
+_consumer_health: Final[Decoder[ConsumerHealth]] = Decoder(ConsumerHealth, "consumer health")
+_consumer_lost: Final[Decoder[ConsumerLost]] = Decoder(ConsumerLost, "consumer health")
+
+
+def decode_consumer_health(payload: bytes) -> ConsumerHealth | ConsumerLost:
+    """The retained ``.../consumers/{name}/status``: a health report, or the last will."""
+    try:
+        return _consumer_health.decode(payload, "json")
+    except ContractError:
+        if _status_state.decode(payload, "json").state != "lost":
+            raise
+        return _consumer_lost.decode(payload, "json")
+
+
+@functools.cache
+def state_decoder(view_type: Any = Any) -> Decoder[StateDocument[Any]]:
+    """The decoder of a state document whose view is ``view_type`` (``Any``: untyped),
+    one per type, cached."""
+    name = getattr(view_type, "__name__", str(view_type))
+    return Decoder(StateDocument[view_type], f"state document ({name})")
+
+
+@functools.cache
+def changes_decoder(row_type: Any = Any) -> Decoder[StateChanges[Any]]:
+    """The decoder of state changes whose rows are ``row_type`` (``Any``: untyped)."""
+    name = getattr(row_type, "__name__", str(row_type))
+    return Decoder(StateChanges[row_type], f"state changes ({name})")
+
+
+def decode_state(payload: bytes, view_type: Any = Any) -> StateDocument[Any]:
+    return state_decoder(view_type).decode(payload, "json")
+
+
+def decode_state_changes(payload: bytes, row_type: Any = Any) -> StateChanges[Any]:
+    return changes_decoder(row_type).decode(payload, "json")
+
+
+_dead_letter: Final[Decoder[DeadLetter]] = Decoder(DeadLetter, "dead letter")
+
+
+def decode_dead_letter(payload: bytes) -> DeadLetter:
+    return _dead_letter.decode(payload, "json")
+
+
+# The bytes of the last wills, set when connecting (they never change).
+ENGINE_LOST: Final = encode(EngineLost(state="lost"))
 
 
 class Codec:

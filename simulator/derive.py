@@ -16,6 +16,26 @@ same way for all of them:
   or after the chequered flag;
 * ``SessionFinished`` last.
 
+Red flags (a suspended session; ``Flag.RED``, Al Kamel's ``RF``):
+
+* the flag changes to RED at the first crossing flagged RED and back at the first
+  crossing after it that is not, like any other flag;
+* a lap that ends under the red flag, or that was under way while it was out (the
+  car's previous crossing came before the red flag ended: the lap that spans the
+  suspension, 43 minutes in a real 6-hour race) counts for the classification but
+  is emitted with ``valid=False``: it is never a best lap, nor a pole. Every
+  projection that honours ``valid`` (lap 1 of a race is marked the same way) gets
+  this for free, and a live fold and ``lapcast fold`` see the same log;
+* a crossing under the red flag never brings out the chequered flag (a race whose
+  time runs out while suspended ends under red);
+* a race that ends under red with no chequered flag classifies the cars that were
+  running at the red flag as finished on their last crossing (no event: the log
+  ends with the flag RED and no ``ChequeredFlag``). Running at the red flag: the
+  car crossed the line since it was shown, or less than a lap before it (its last
+  crossing plus that lap's time reaches the red flag: a car in the pits for a stop
+  when the race was suspended). Every other car gets ``CarRetired`` ("stopped before
+  the red flag").
+
 The chequered-flag semantic every projection relies on: a car finishes at its first
 crossing at or after the ``ChequeredFlag``'s session time (session time, not seq
 order, decides, so a car crossing at the very same millisecond as the leader also
@@ -108,6 +128,7 @@ _NEVER: Final = -1
 class _Car:
     laps: int = 0
     last_ms: int = _NEVER
+    last_lap_ms: int = 0  # the time of the lap completed at ``last_ms`` (0: untimed)
 
 
 def build_log(
@@ -160,6 +181,10 @@ class _LogDeriver:
         self.leader: str | None = None
         self.best: tuple[int, str] | None = None  # (lap time, car), qualifying leader
         self.chequered_ms: int | None = None
+        # Red flags: when the flag last turned RED, and when it last left RED (a car
+        # whose previous crossing came before that moment drove through the suspension).
+        self.red_since_ms = 0 if initial_flag is Flag.RED else _NEVER
+        self.red_end_ms = _NEVER
         self.last_ms = 0
         self.heap: list[tuple[int, int, int, Any]] = []
         self.counter = itertools.count()
@@ -286,31 +311,35 @@ class _LogDeriver:
         t = c.session_time_ms
         log = self.log
         if self.chequered_ms is None and c.flag is not self.flag:
-            yield log.emit(FlagChanged, session_time_ms=t, flag=c.flag, previous=self.flag)
-            self.flag = c.flag
-        yield log.emit(
-            LapCompleted, session_time_ms=t, car=c.car, driver=c.driver, lap=c.lap,
-            lap_time_ms=c.lap_time_ms, sector_times_ms=list(c.sector_times_ms),
-            in_pit=c.in_pit, pit_time_ms=c.pit_time_ms, flag=c.flag, valid=c.valid,
-            synthesized=c.synthesized,
-        )
+            yield from self._change_flag(t, c.flag)
         state = self.cars.get(c.car)
         if state is None:
             state = self.cars[c.car] = _Car()
+        # A lap under the red flag, or under way while it was out, is never a best lap.
+        valid = c.valid and c.flag is not Flag.RED and self.red_end_ms <= state.last_ms
+        yield log.emit(
+            LapCompleted, session_time_ms=t, car=c.car, driver=c.driver, lap=c.lap,
+            lap_time_ms=c.lap_time_ms, sector_times_ms=list(c.sector_times_ms),
+            in_pit=c.in_pit, pit_time_ms=c.pit_time_ms, flag=c.flag, valid=valid,
+            synthesized=c.synthesized,
+        )
         state.laps = c.lap
         state.last_ms = t
+        state.last_lap_ms = c.lap_time_ms or 0
         took_lead = c.lap > self.max_laps
         if took_lead:
             self.max_laps = c.lap
             self.leader = c.car
-        if c.valid and c.lap_time_ms is not None and (
+        if valid and c.lap_time_ms is not None and (
             self.best is None or c.lap_time_ms < self.best[0]
         ):
             self.best = (c.lap_time_ms, c.car)
         if self.chequered_ms is not None:
             return
         falls = c.flag is Flag.CHEQUERED
-        if self.kind is SessionKind.RACE and took_lead:
+        # Under a red flag the session is suspended: its time or distance running out
+        # then brings no chequered flag (the race ends under red).
+        if self.kind is SessionKind.RACE and took_lead and c.flag is not Flag.RED:
             if self.distance_laps is not None and c.lap >= self.distance_laps:
                 falls = True
             if self.duration_ms is not None and t >= self.duration_ms:
@@ -330,9 +359,15 @@ class _LogDeriver:
         yield self.log.emit(ChequeredFlag, session_time_ms=t, leader=leader,
                             laps=self.cars[leader].laps)
         if self.flag is not Flag.CHEQUERED:
-            yield self.log.emit(FlagChanged, session_time_ms=t, flag=Flag.CHEQUERED,
-                                previous=self.flag)
-            self.flag = Flag.CHEQUERED
+            yield from self._change_flag(t, Flag.CHEQUERED)
+
+    def _change_flag(self, t: int, flag: Flag) -> Iterator[Event]:
+        if self.flag is Flag.RED:
+            self.red_end_ms = t
+        elif flag is Flag.RED:
+            self.red_since_ms = t
+        yield self.log.emit(FlagChanged, session_time_ms=t, flag=flag, previous=self.flag)
+        self.flag = flag
 
     def _leader(self) -> str | None:
         if self.kind is not SessionKind.RACE and self.best is not None:
@@ -371,5 +406,16 @@ class _LogDeriver:
                         CarRetired, session_time_ms=end, car=car, laps=state.laps,
                         reason=("never crossed the line" if state.last_ms == _NEVER
                                 else "never took the chequered flag"),
+                    )
+        elif self.kind is SessionKind.RACE and self.flag is Flag.RED:
+            # Ended under red: the cars running at the red flag (a crossing since, or
+            # less than a lap before it) are classified on their last crossing.
+            for car, state in self.cars.items():
+                if state.last_ms == _NEVER or (
+                        state.last_ms + state.last_lap_ms < self.red_since_ms):
+                    yield self.log.emit(
+                        CarRetired, session_time_ms=end, car=car, laps=state.laps,
+                        reason=("never crossed the line" if state.last_ms == _NEVER
+                                else "stopped before the red flag"),
                     )
         yield self.log.emit(SessionFinished, session_time_ms=end)

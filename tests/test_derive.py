@@ -222,6 +222,40 @@ class TestRetirements:
         assert kinds(events)[-3:] == ["CarRetired", "CarRetired", "SessionFinished"]
 
 
+class TestRedFlag:
+    def test_laps_under_and_through_the_red_are_not_valid(self) -> None:
+        """A lap ending under RED, and each car's lap under way when the red ended, are
+        emitted with valid=False; the flag turns RED and back like any other."""
+        red = Flag.RED
+        events = log([
+            cross(100, "1", 1), cross(110, "2", 1),
+            cross(200, "1", 2, flag=red),  # under red: the car into the pit lane
+            cross(2_000, "2", 2, 1_890),  # first after it: spans the suspension
+            cross(2_050, "1", 3, 1_850),  # its previous crossing was under red
+            cross(2_150, "1", 4), cross(2_160, "2", 3),
+        ])
+        laps = laps_of(events)
+        assert [(e.car, e.lap, e.valid) for e in laps] == [
+            ("1", 1, True), ("2", 1, True), ("1", 2, False), ("2", 2, False),
+            ("1", 3, False), ("1", 4, True), ("2", 3, True)]
+        changes = [(e.session_time_ms, e.previous, e.flag) for e in events
+                   if isinstance(e, FlagChanged)]
+        assert changes == [(200, Flag.GREEN, red), (2_000, red, Flag.GREEN)]
+
+    def test_no_chequered_flag_under_red_and_the_running_cars_stay(self) -> None:
+        """Time up while suspended: no chequered flag; the cars that crossed under red, or
+        less than a lap before it, are not retired; a car stopped long before is."""
+        events = log([
+            cross(100, "3", 1),
+            cross(1_000, "2", 10, 100, in_pit=True),  # pitting; 1_000 + 100 >= the red
+            cross(1_050, "1", 11, 100, flag=Flag.RED),  # the red flag, after the time
+        ], cars=("1", "2", "3"), duration_ms=1_020)
+        assert not any(isinstance(e, ChequeredFlag) for e in events)
+        retired = [(e.car, e.reason) for e in events if isinstance(e, CarRetired)]
+        assert retired == [("3", "stopped before the red flag")]
+        assert isinstance(events[-1], SessionFinished)
+
+
 class TestSectors:
     def test_moments(self) -> None:
         """Sectors fall at the previous crossing plus the cumulative sector times."""

@@ -9,12 +9,14 @@ import statistics as st
 import subprocess
 import sys
 import tracemalloc
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from consumers.folding import fold_all
+from consumers.registry import load_consumer
 from lapcast.mosquitto import MosquittoProcess
 from simulator.contract import (
     CarRetired,
@@ -335,3 +337,59 @@ class TestReplay:
         assert done.returncode == 0, done.stderr[-2000:]
         spec = SynthSpec(cars=40, laps=4, seed=7)
         assert journal.read_bytes() == b"".join(encode(e) + b"\n" for e in events(spec))
+
+
+class TestRedFlag:
+    def test_off_by_default_the_spec_is_unchanged(self) -> None:
+        """Without red the spec's text, and so its log, is what it was before red existed."""
+        spec = SynthSpec(cars=30, laps=10, seed=4)
+        assert spec.red is None
+        assert spec.text() == "synth:cars=30,seed=4,laps=10,classes=HYPERCAR:LMGT3,session=race"
+        red = SynthSpec(cars=30, laps=10, seed=4, red=5, red_minutes=20)
+        assert red.text().endswith(",red=5,red_minutes=20")
+        assert parse_spec(red.text()) == red
+
+    def test_red_period_suspends_the_race(self) -> None:
+        """red=N: the flag turns RED after minute N, every running car crosses under it once
+        or twice, the laps under and through it are never a best lap, and the race goes on
+        to its chequered flag."""
+        spec = SynthSpec(cars=40, laps=40, seed=2, red=25, red_minutes=30, retirements=0)
+        stream = list(events(spec))
+        _, laps, others = _laps(stream)
+        changes = [e for e in others if isinstance(e, FlagChanged)]
+        red = next(i for i, e in enumerate(changes) if e.flag is Flag.RED)
+        start, end = changes[red].session_time_ms, changes[red + 1].session_time_ms
+        assert 25 * 60_000 <= start < 27 * 60_000
+        assert changes[red + 1].previous is Flag.RED and 55 * 60_000 <= end < 58 * 60_000
+        assert changes[-1].flag is Flag.CHEQUERED
+        under = [x for x in laps if x.flag is Flag.RED]
+        assert {x.car for x in under} == {x.car for x in laps}  # every car crossed under red
+        assert max(Counter(x.car for x in under).values()) <= 2
+        assert not any(x.valid for x in under)
+        spanning = {car: next(x for x in car_laps if x.session_time_ms >= end)
+                    for car, car_laps in _by_car(laps).items()}
+        assert not any(x.valid for x in spanning.values())
+        invalid = {(x.car, x.lap) for x in laps if not x.valid}
+        folded = fold_all([load_consumer("running-order")], iter(stream))[0].view()
+        assert all((r["car"], r["best_lap"]) not in invalid for r in folded["rows"])
+        assert folded["chequered"] and {r["status"] for r in folded["rows"]} == {"finished"}
+
+    def test_red_options_checked(self) -> None:
+        """red is for races, from minute 1; red_minutes needs red."""
+        with pytest.raises(SourceError, match="red-flag period is modelled in races only"):
+            parse_spec("synth:session=qualifying,laps=5,red=10")
+        with pytest.raises(SourceError, match="red is the minute the race is suspended"):
+            parse_spec("synth:red=0")
+        with pytest.raises(SourceError, match="give red"):
+            parse_spec("synth:red_minutes=20")
+
+    def test_cli_red_option(self) -> None:
+        """`lapcast synth --red N --red-minutes M` writes the spec's log; --help says what N is."""
+        out = subprocess.run([*CLI, "synth", "--cars", "8", "--laps", "12", "--seed", "1",
+                              "--red", "6", "--red-minutes", "15"],
+                             check=True, capture_output=True, timeout=60).stdout
+        spec = SynthSpec(cars=8, laps=12, seed=1, red=6, red_minutes=15)
+        assert out == b"".join(encode(e) + b"\n" for e in events(spec))
+        help_text = subprocess.run([*CLI, "synth", "--help"], check=True, capture_output=True,
+                                   text=True, timeout=60).stdout
+        assert "--red N" in help_text and "minute N" in help_text

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from consumers.api import Consumer
@@ -42,7 +43,21 @@ from simulator.contract import (
     TimePenalty,
 )
 
-__all__ = ["CONSUMER", "ChampionshipState", "apply", "initial", "summary_lines", "view"]
+__all__ = [
+    "CONSUMER",
+    "ROW",
+    "VIEW",
+    "ChampionshipState",
+    "ChampionshipView",
+    "Contender",
+    "Scenario",
+    "Standing",
+    "apply",
+    "initial",
+    "summary_lines",
+    "typed_view",
+    "view",
+]
 
 # A finishing position in the race that follows: 1..len(points table), or None for
 # "out of the points" (any lower place, or not finishing: it scores nothing).
@@ -538,8 +553,80 @@ def _race_positions(state: ChampionshipState) -> dict[str, int]:
     return {key[3]: i for i, key in enumerate(keys, 1)}
 
 
-def view(state: ChampionshipState) -> dict[str, Any] | None:
+class Standing(msgspec.Struct, frozen=True, kw_only=True):
+    """A contender's points as the session stands: before the round, plus the pole
+    points, plus the points of its current class position in a race."""
+
+    car: str
+    name: str
+    points_before: int
+    pole_points: int
+    race_position: int | None
+    race_points: int
+    points: int
+    # Countback: 1st, 2nd, 3rd... places with this round as it stands.
+    places: list[int]
+    published: bool
+    position: int
+
+
+class Scenario(msgspec.Struct, frozen=True, kw_only=True):
+    """Finishing places (null: out of the points) that make a contender champion if the
+    rivals finish no better than ``needs`` says (car -> place)."""
+
+    positions: list[int | None]
+    needs: dict[str, int | None]
+    words: str
+
+
+class Contender(msgspec.Struct, frozen=True, kw_only=True):
+    """What a contender needs in the race that decides the title."""
+
+    car: str
+    name: str
+    # Places that make it champion whatever the others do.
+    champion_if: list[int | None]
+    # Places that can still do it (with the rivals' help: ``scenarios``).
+    can_win_if: list[int | None]
+    scenarios: list[Scenario]
+    statement: str
+
+
+class ChampionshipView(msgspec.Struct, frozen=True, kw_only=True):
+    """The championship as published on ``.../state/championship`` (null: no championship)."""
+
+    name: str
+    car_class: str = msgspec.field(name="class")
+    pole_car: str | None
+    rounds_remaining: int
+    session_kind: SessionKind
+    standings: list[Standing]
+    contenders: list[Contender]
+    # The title stakes in words, one line per contender (or why it is not decided here).
+    clinch: list[str]
+    # What the pole points changed.
+    counterfactuals: list[str]
+
+
+# The type of the published view, for ``lapcast schema``.
+VIEW: Final = ChampionshipView | None
+# A changed "row" of it is one of its top-level fields (any type).
+ROW: Final[Any] = Any
+
+
+def typed_view(state: ChampionshipState) -> ChampionshipView | None:
     """Standings as the session stands and, when this round decides it, the title stakes."""
+    out = _view(state)
+    return None if out is None else msgspec.convert(out, ChampionshipView)
+
+
+def view(state: ChampionshipState) -> dict[str, Any] | None:
+    """``typed_view`` in plain builtins: what is published and ``lapcast fold`` prints."""
+    plain: dict[str, Any] | None = msgspec.to_builtins(typed_view(state))
+    return plain
+
+
+def _view(state: ChampionshipState) -> dict[str, Any] | None:
     setup = state.setup
     if setup is None:
         return None

@@ -18,6 +18,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
+import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from consumers.api import Consumer
@@ -29,7 +30,20 @@ from simulator.contract import (
     SessionStarted,
 )
 
-__all__ = ["CONSUMER", "ClassPoles", "PoleCar", "apply", "initial", "view"]
+__all__ = [
+    "CONSUMER",
+    "ROW",
+    "VIEW",
+    "ClassPole",
+    "ClassPoles",
+    "PoleCar",
+    "PoleChange",
+    "PoleGap",
+    "apply",
+    "initial",
+    "typed_view",
+    "view",
+]
 
 Cause = Literal["lap", "deleted"]
 
@@ -240,12 +254,51 @@ def apply(state: ClassPoles, event: Event) -> ClassPoles:
     return state
 
 
-def view(state: ClassPoles) -> dict[str, Any]:
+class PoleGap(msgspec.Struct, frozen=True, kw_only=True):
+    """A car of the class, by best valid lap; all null for a car without one."""
+
+    car: str
+    best_lap_ms: int | None
+    lap: int | None
+    driver: str | None
+    gap_ms: int | None
+
+
+class PoleChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of pole holder or time; ``car`` null: nobody holds it any more."""
+
+    car: str | None
+    driver: str | None
+    lap: int | None
+    lap_time_ms: int | None
+    session_time_ms: int
+    seq: int
+    cause: Cause
+
+
+class ClassPole(msgspec.Struct, frozen=True, kw_only=True):
+    """One class: its pole (or fastest lap), every car's gap to it, and the history."""
+
+    car: str | None
+    driver: str | None
+    lap: int | None
+    lap_time_ms: int | None
+    cars: list[PoleGap]
+    history: list[PoleChange]
+
+
+# The type of the published view (class -> pole), for ``lapcast schema``.
+VIEW: Final = dict[str, ClassPole]
+# A changed row: one class.
+ROW: Final = ClassPole
+
+
+def typed_view(state: ClassPoles) -> dict[str, ClassPole]:
     """Per class: the pole (or fastest lap), each car's gap to it, and the history."""
-    out: dict[str, Any] = {}
+    out: dict[str, ClassPole] = {}
     for name in state.classes:
         bests = state.bests[name]
-        cars: list[dict[str, Any]] = []
+        cars: list[PoleGap] = []
         pole_ms = 0
         for key in bests:
             car: PoleCar = state.by_idx[key & _IDX_MASK]
@@ -254,22 +307,28 @@ def view(state: ClassPoles) -> dict[str, Any]:
             ms, lap, driver = best
             if not cars:
                 pole_ms = ms
-            cars.append({"car": car.car, "best_lap_ms": ms, "lap": lap, "driver": driver,
-                         "gap_ms": ms - pole_ms})
+            cars.append(PoleGap(car=car.car, best_lap_ms=ms, lap=lap, driver=driver,
+                                gap_ms=ms - pole_ms))
         for car_no in state.class_cars[name]:  # cars without a valid lap come last
             if state.cars[car_no].best < 0:
-                cars.append({"car": car_no, "best_lap_ms": None, "lap": None, "driver": None,
-                             "gap_ms": None})
+                cars.append(PoleGap(car=car_no, best_lap_ms=None, lap=None, driver=None,
+                                    gap_ms=None))
         pole = cars[0] if bests else None
-        out[name] = {
-            "car": pole["car"] if pole else None,
-            "driver": pole["driver"] if pole else None,
-            "lap": pole["lap"] if pole else None,
-            "lap_time_ms": pole["best_lap_ms"] if pole else None,
-            "cars": cars,
-            "history": [dict(h) for h in state.history[name]],
-        }
+        out[name] = ClassPole(
+            car=pole.car if pole else None,
+            driver=pole.driver if pole else None,
+            lap=pole.lap if pole else None,
+            lap_time_ms=pole.best_lap_ms if pole else None,
+            cars=cars,
+            history=[PoleChange(**h) for h in state.history[name]],
+        )
     return out
+
+
+def view(state: ClassPoles) -> dict[str, Any]:
+    """``typed_view`` in plain builtins: what is published and ``lapcast fold`` prints."""
+    plain: dict[str, Any] = msgspec.to_builtins(typed_view(state))
+    return plain
 
 
 CONSUMER: Final = Consumer(

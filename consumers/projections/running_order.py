@@ -34,6 +34,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from consumers.api import Consumer
@@ -56,12 +57,17 @@ from simulator.contract import (
 
 __all__ = [
     "CONSUMER",
+    "ROW",
+    "VIEW",
     "CarState",
     "Marker",
     "RunningOrder",
+    "RunningOrderRow",
+    "RunningOrderView",
     "Status",
     "apply",
     "initial",
+    "typed_view",
     "view",
 ]
 
@@ -174,6 +180,7 @@ class CarState:
         "disqualified",
         "driver",
         "drivers",
+        "finished_under_red",
         "idx",
         "in_pit",
         "key",
@@ -205,6 +212,8 @@ class CarState:
         self.penalty_ms = 0
         self.retired = False
         self.disqualified = False
+        # The race ended under a red flag with no chequered flag, the car still running.
+        self.finished_under_red = False
         self.best_ms: int | None = None
         self.best_lap: int | None = None
         self.best_time = 0  # session time the best lap was set: first to set it ranks first
@@ -245,9 +254,16 @@ class CarState:
             return Status.DISQUALIFIED
         if self.retired:
             return Status.RETIRED
-        if self.took_flag(flag_ms):
+        if self.took_flag(flag_ms) or self.finished_under_red:
             return Status.FINISHED
         return Status.RUNNING
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        # A checkpoint pickled before a slot was added lacks it: defaults first.
+        self.finished_under_red = False
+        for part in state:
+            for name, value in (part or {}).items():
+                setattr(self, name, value)
 
 
 class RunningOrder:
@@ -559,6 +575,12 @@ def _chequered(state: RunningOrder, ev: ChequeredFlag) -> None:
 
 def _session_finished(state: RunningOrder, ev: SessionFinished) -> None:
     state.finished = True
+    if state.race and state.chequered_ms is None and state.flag is Flag.RED:
+        # A race that ends under red: the cars still running (the log retired the
+        # others) are classified as finished on their last crossing.
+        for car in state.by_idx:
+            if not car.retired and not car.disqualified and car.counted:
+                car.finished_under_red = True
 
 
 _HANDLERS: Final[dict[type, Callable[[RunningOrder, Any], None]]] = {
@@ -591,16 +613,16 @@ def apply(state: RunningOrder, event: Event) -> RunningOrder:
 
 
 def _marker(ms: int | None, overall: int | None, class_best: int | None,
-            personal: int | None) -> str:
+            personal: int | None) -> Marker:
     if ms is None:
-        return Marker.NONE.value
+        return Marker.NONE
     if ms == overall:
-        return Marker.OVERALL_BEST.value
+        return Marker.OVERALL_BEST
     if ms == class_best:
-        return Marker.CLASS_BEST.value
+        return Marker.CLASS_BEST
     if ms == personal:
-        return Marker.PERSONAL_BEST.value
-    return Marker.NONE.value
+        return Marker.PERSONAL_BEST
+    return Marker.NONE
 
 
 def _gap(race: bool, car: CarState, ref: CarState | None) -> tuple[int | None, int]:
@@ -634,7 +656,62 @@ def _none_if_unset(times: list[int]) -> list[int | None]:
     return [None if t == _NO_TIME else t for t in times]
 
 
-def view(state: RunningOrder) -> dict[str, Any]:
+class RunningOrderRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One car of the running order. ``*_ms`` and ``*_laps`` of a gap: laps when lapped
+    (``*_ms`` is then null), else milliseconds; null/0 for the leader or without laps."""
+
+    position: int
+    class_position: int
+    car: str
+    car_class: str = msgspec.field(name="class")
+    team: str
+    manufacturer: str
+    driver: str
+    status: Status
+    laps: int
+    elapsed_ms: int | None
+    gap_ms: int | None
+    gap_laps: int
+    interval_ms: int | None
+    interval_laps: int
+    class_gap_ms: int | None
+    class_gap_laps: int
+    class_interval_ms: int | None
+    class_interval_laps: int
+    best_lap_ms: int | None
+    best_lap: int | None
+    last_lap_ms: int | None
+    last_lap: int | None
+    last_lap_marker: Marker
+    sector_bests_ms: list[int | None]
+    sector_markers: list[Marker]
+    # The sectors of the lap under way or just completed, coloured like the last lap.
+    last_sectors_ms: list[int | None]
+    last_sector_markers: list[Marker]
+    pit_stops: int
+    in_pit: bool
+    penalty_ms: int
+
+
+class RunningOrderView(msgspec.Struct, frozen=True, kw_only=True):
+    """The running order as published on ``.../state/running-order``: rows in position order."""
+
+    session_kind: SessionKind
+    session_time_ms: int
+    flag: Flag | None
+    chequered: bool
+    finished: bool
+    classes: list[str]
+    rows: list[RunningOrderRow]
+
+
+# The type of the published view (the state document's ``state``), for ``lapcast schema``.
+VIEW: Final = RunningOrderView
+# A changed row: one car.
+ROW: Final = RunningOrderRow
+
+
+def typed_view(state: RunningOrder) -> RunningOrderView:
     """The running order as published: one row per car, in position order."""
     _settle(state)
     race = state.race
@@ -648,7 +725,7 @@ def view(state: RunningOrder) -> dict[str, Any]:
     class_position: dict[str, int] = {}
     class_leader: dict[str, CarState] = {}
     class_prev: dict[str, CarState] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[RunningOrderRow] = []
     leader: CarState | None = None
     prev: CarState | None = None
     for position, car in enumerate(ordered, 1):
@@ -663,68 +740,74 @@ def view(state: RunningOrder) -> dict[str, Any]:
         last_lap = car.last_lap
         if last_lap is not None and last_lap == car.best_lap:
             if car is fastest:
-                last_marker = Marker.OVERALL_BEST.value
+                last_marker = Marker.OVERALL_BEST
             elif car is class_best_car:
-                last_marker = Marker.CLASS_BEST.value
+                last_marker = Marker.CLASS_BEST
             else:
-                last_marker = Marker.PERSONAL_BEST.value
+                last_marker = Marker.PERSONAL_BEST
         else:
-            last_marker = Marker.NONE.value
+            last_marker = Marker.NONE
         class_sectors = state.class_sector_bests[name]
         bests = car.sector_bests
         last_sectors = list(car.last_sectors)
         last_sectors.extend([None] * (len(bests) - len(last_sectors)))
-        rows.append({
-            "position": position,
-            "class_position": class_position[name],
-            "car": car.car,
-            "class": name,
-            "team": car.team,
-            "manufacturer": car.manufacturer,
-            "driver": car.driver,
-            "status": car.status(state.chequered_ms).value,
-            "laps": car.laps,
-            "elapsed_ms": car.elapsed_ms,
-            "gap_ms": gap_ms,
-            "gap_laps": gap_laps,
-            "interval_ms": int_ms,
-            "interval_laps": int_laps,
-            "class_gap_ms": c_gap_ms,
-            "class_gap_laps": c_gap_laps,
-            "class_interval_ms": c_int_ms,
-            "class_interval_laps": c_int_laps,
-            "best_lap_ms": car.best_ms,
-            "best_lap": car.best_lap,
-            "last_lap_ms": car.last_lap_ms,
-            "last_lap": last_lap,
-            "last_lap_marker": last_marker,
-            "sector_bests_ms": _none_if_unset(bests),
-            "sector_markers": [
+        rows.append(RunningOrderRow(
+            position=position,
+            class_position=class_position[name],
+            car=car.car,
+            car_class=name,
+            team=car.team,
+            manufacturer=car.manufacturer,
+            driver=car.driver,
+            status=car.status(state.chequered_ms),
+            laps=car.laps,
+            elapsed_ms=car.elapsed_ms,
+            gap_ms=gap_ms,
+            gap_laps=gap_laps,
+            interval_ms=int_ms,
+            interval_laps=int_laps,
+            class_gap_ms=c_gap_ms,
+            class_gap_laps=c_gap_laps,
+            class_interval_ms=c_int_ms,
+            class_interval_laps=c_int_laps,
+            best_lap_ms=car.best_ms,
+            best_lap=car.best_lap,
+            last_lap_ms=car.last_lap_ms,
+            last_lap=last_lap,
+            last_lap_marker=last_marker,
+            sector_bests_ms=_none_if_unset(bests),
+            sector_markers=[
                 _marker(None if b == _NO_TIME else b, overall_sectors[i], class_sectors[i], b)
                 for i, b in enumerate(bests)
             ],
-            "last_sectors_ms": last_sectors,
-            "last_sector_markers": [
+            last_sectors_ms=last_sectors,
+            last_sector_markers=[
                 _marker(s, overall_sectors[i], class_sectors[i], bests[i])
                 for i, s in enumerate(last_sectors)
             ],
-            "pit_stops": car.pit_stops,
-            "in_pit": car.in_pit,
-            "penalty_ms": car.penalty_ms,
-        })
+            pit_stops=car.pit_stops,
+            in_pit=car.in_pit,
+            penalty_ms=car.penalty_ms,
+        ))
         if leader is None:
             leader = car
         prev = car
         class_prev[name] = car
-    return {
-        "session_kind": state.session_kind.value,
-        "session_time_ms": state.session_time_ms,
-        "flag": str(state.flag) if state.flag is not None else None,
-        "chequered": state.chequered_ms is not None,
-        "finished": state.finished,
-        "classes": list(state.classes),
-        "rows": rows,
-    }
+    return RunningOrderView(
+        session_kind=state.session_kind,
+        session_time_ms=state.session_time_ms,
+        flag=state.flag,
+        chequered=state.chequered_ms is not None,
+        finished=state.finished,
+        classes=list(state.classes),
+        rows=rows,
+    )
+
+
+def view(state: RunningOrder) -> dict[str, Any]:
+    """``typed_view`` in plain builtins: what is published and ``lapcast fold`` prints."""
+    plain: dict[str, Any] = msgspec.to_builtins(typed_view(state))
+    return plain
 
 
 CONSUMER: Final = Consumer(

@@ -147,6 +147,9 @@ def _header(snap: BoardSnapshot, running: RunningOrderView | None) -> Renderable
     if flag:
         line.append("   ")
         line.append(f" {flag} ", style=_FLAG_STYLES.get(flag, "reverse"))
+        if flag == "RED" and running is not None:
+            line.append(" ended under red" if running.finished else " session suspended",
+                        style="bold red")
     line.append("   ")
     line.append_text(_engine(status))
     line.append_text(_lag(snap, status))

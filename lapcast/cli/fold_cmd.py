@@ -21,7 +21,7 @@ from rich.table import Table
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
 from consumers.registry import BUILTIN, load_consumer
-from lapcast.cli.common import session_id_arg
+from lapcast.cli.common import session_id_arg, source_arg
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -149,6 +149,7 @@ def json_document(result: FoldResult) -> dict[str, Any]:
     running = views.get("running_order")
     if running is not None:
         doc["session_kind"] = running["session_kind"]
+        doc["flag"] = running["flag"]
         doc["running_order"] = running["rows"]
     poles = views.get("class_poles")
     if poles is not None:
@@ -162,6 +163,8 @@ def json_document(result: FoldResult) -> dict[str, Any]:
 def _running_table(view: dict[str, Any]) -> Table:
     when = ("chequered flag" if view["chequered"]
             else format_ms(view["session_time_ms"], hours=True))
+    if view["flag"] == "RED" and not view["chequered"]:
+        when += ", RED flag" + (": ended under red" if view["finished"] else "")
     title = f"Running order ({view['session_kind']}, {when})"
     table = Table(title=title, title_justify="left")
     for name, justify in (("Pos", "right"), ("PIC", "right"), ("Car", "right"), ("Class", "left"),
@@ -220,6 +223,7 @@ def print_tables(result: FoldResult, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    source_arg(args.source)
     result = fold_source(args.source, penalties=args.penalty, granularity=args.granularity,
                          session_id=args.session_id)
     if args.json:

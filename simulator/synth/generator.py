@@ -19,8 +19,9 @@ then green laps from the model, stints to the fuel limit (or cut short), an in-l
 into the pits, an out-lap carrying the pit time, a driver change now and then,
 retirement at a fitted hazard (into the pits or out on track). Every lap that
 overlaps a yellow period is slowed for the part of it under yellow (the time in the
-pit lane is not). The first car to complete ``laps`` takes the chequered flag;
-every car finishes at its next crossing.
+pit lane is not). A red-flag period (``red=N``, off by default) is one more such
+period, slow enough that the cars cover about a lap during it. The first car to
+complete ``laps`` takes the chequered flag; every car finishes at its next crossing.
 
 In qualifying a car goes out in runs (out-lap, two or three flying laps, in-lap),
 sits in the garage between them, and stops at its lap budget or its first crossing
@@ -126,6 +127,8 @@ class Field:
             self.duration_ms = max(10, minutes) * 60_000
             self.expected_ms = self.duration_ms
         self.yellows = self._draw_yellows(rng)
+        if spec.red is not None:
+            self.yellows = self._with_red(self.yellows, spec.red, spec.red_minutes)
         self._starts = [y.start_ms for y in self.yellows]
         self._corrections = self._draw_corrections(rng)
 
@@ -176,6 +179,22 @@ class Field:
             periods.append(YellowPeriod(start_ms=start, end_ms=start + length,
                                         flag=Flag(model.flag), slow_factor=model.slow_factor))
         return periods
+
+    def _with_red(self, yellows: list[YellowPeriod], minute: int,
+                  minutes: int) -> list[YellowPeriod]:
+        """The yellows with a red-flag period in them (yellows it overlaps are dropped).
+
+        Under red the cars crawl to the pit lane and wait: the period slows them so that
+        each covers about a lap and a fifth of the slowest class's lap in it, so every
+        car crosses the line under red once or twice and its next lap spans the rest.
+        """
+        start = minute * 60_000
+        end = start + minutes * 60_000
+        slowest = max(m.base_ms for m in self.models)
+        red = YellowPeriod(start_ms=start, end_ms=end, flag=Flag.RED,
+                           slow_factor=max(1.0, (end - start) / (1.2 * slowest)))
+        kept = [y for y in yellows if y.end_ms <= start or y.start_ms >= end]
+        return sorted([*kept, red], key=lambda y: y.start_ms)
 
     def earliest_chequer_ms(self) -> int:
         """No race's chequered flag can fall before this (laps at the floor, no stop)."""

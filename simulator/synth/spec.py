@@ -27,8 +27,10 @@ __all__ = [
 
 SessionMode = Literal["race", "qualifying"]
 
-# Car numbers are strings of at most 16 characters; this bound keeps a field sane.
-MAX_CARS: Final = 1_000_000
+# The engine's SessionStarted holds every entry in one MQTT message (~170 bytes a car):
+# at 20,000 cars it is 3.4 MB, inside the secure broker's 4 MiB max_packet_size and the
+# consumers' limit for it (consumers.guard.MAX_META_BYTES).
+MAX_CARS: Final = 20_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +42,10 @@ class SynthSpec:
     scales the fitted retirement rate: 0 keeps every car running to the flag (a field
     whose event rate stays steady, for stress tests); the rest of the field is the
     same whatever it is.
+
+    ``red`` puts a red-flag period (the race suspended) in a race: it starts at that
+    minute of session time and lasts ``red_minutes``; None (the default) adds none,
+    and the field is then exactly what it is without these keys.
     """
 
     cars: int = 36
@@ -50,11 +56,14 @@ class SynthSpec:
     fcy: int | None = None
     sc: int | None = None
     retirements: float = 1.0
+    red: int | None = None
+    red_minutes: int = 30
 
     def __post_init__(self) -> None:
         where = self.text()
         if not 1 <= self.cars <= MAX_CARS:
-            raise SourceError(where, f"cars must be 1..{MAX_CARS}, not {self.cars}")
+            raise SourceError(where, f"cars must be 1..{MAX_CARS}, not {self.cars} (the "
+                              "session's entry list travels in one MQTT message)")
         if self.laps < 1:
             raise SourceError(where, f"laps must be at least 1, not {self.laps}")
         if not self.classes:
@@ -74,6 +83,17 @@ class SynthSpec:
                               f"(out-lap, flying lap, in-lap), not {self.laps}")
         if not self.retirements >= 0:
             raise SourceError(where, f"retirements must be 0 or more, not {self.retirements}")
+        if self.red is not None:
+            if self.session != "race":
+                raise SourceError(where, "red: a red-flag period is modelled in races only")
+            if self.red < 1:
+                raise SourceError(where, f"red is the minute the race is suspended, at "
+                                  f"least 1, not {self.red}")
+        if self.red_minutes < 1:
+            raise SourceError(where, f"red_minutes must be at least 1, not {self.red_minutes}")
+        if self.red is None and self.red_minutes != 30:
+            raise SourceError(where, "red_minutes is the length of the red-flag period: "
+                              "give red (the minute it starts) too")
         for name in ("fcy", "sc"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -89,13 +109,17 @@ class SynthSpec:
             parts.append(f"sc={self.sc}")
         if self.retirements != 1.0:
             parts.append(f"retirements={self.retirements:g}")
+        if self.red is not None:
+            parts.append(f"red={self.red}")
+        if self.red is not None and self.red_minutes != 30:
+            parts.append(f"red_minutes={self.red_minutes}")
         return "synth:" + ",".join(parts)
 
     def session_id(self) -> str:
         return f"synth-{self.session}-{self.cars}-s{self.seed}"
 
 
-_INT_KEYS: Final = ("cars", "laps", "seed", "fcy", "sc")
+_INT_KEYS: Final = ("cars", "laps", "seed", "fcy", "sc", "red", "red_minutes")
 _KEYS: Final = tuple(f.name for f in fields(SynthSpec))
 
 
@@ -139,7 +163,8 @@ def parse_spec(spec: str) -> SynthSpec:
 
 def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | None = None,
                       title: str = "synthetic field") -> None:
-    """``--cars --classes --laps --seed --session --fcy --sc --retirements``, shared."""
+    """``--cars --classes --laps --seed --session --fcy --sc --retirements --red
+    --red-minutes``, shared."""
     d = defaults or SynthSpec()
     group = parser.add_argument_group(title)
     group.add_argument("--cars", type=int, default=d.cars, help=f"cars in the field ({d.cars})")
@@ -158,6 +183,12 @@ def add_synth_options(parser: argparse.ArgumentParser, *, defaults: SynthSpec | 
     group.add_argument("--retirements", type=float, default=d.retirements, metavar="F",
                        help=f"times the fitted retirement rate ({d.retirements:g}; 0: every "
                             "car runs to the flag, the event rate stays steady)")
+    group.add_argument("--red", type=int, default=d.red, metavar="N",
+                       help="race only: a red flag at minute N of session time, the race "
+                            "suspended for --red-minutes (cars crawl to the pit lane and "
+                            "wait; the lap through it is no best lap); default: none")
+    group.add_argument("--red-minutes", type=int, default=d.red_minutes, metavar="M",
+                       help=f"length of the --red period in minutes ({d.red_minutes})")
 
 
 def spec_from_options(args: argparse.Namespace) -> SynthSpec:
@@ -165,7 +196,8 @@ def spec_from_options(args: argparse.Namespace) -> SynthSpec:
     classes = tuple(c.strip().upper() for c in str(args.classes).split(":") if c.strip())
     return SynthSpec(cars=args.cars, classes=classes, laps=args.laps, seed=args.seed,
                      session=args.session, fcy=args.fcy, sc=args.sc,
-                     retirements=args.retirements)
+                     retirements=args.retirements, red=getattr(args, "red", None),
+                     red_minutes=getattr(args, "red_minutes", 30))
 
 
 def source_from_options(source: str, args: argparse.Namespace) -> str:
