@@ -112,6 +112,15 @@ async def _published(engine: ReplayEngine, fraction: float) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _resumed(engine: ReplayEngine, published: int) -> float:
+    """Seconds until the engine has published (acknowledged) 20 events beyond ``published``."""
+    started = time.monotonic()
+    async with asyncio.timeout(60):
+        while engine.stats.events_published < min(published + 20, engine.total_events):
+            await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
 async def _reconnected(engine: ReplayEngine, connections: int) -> float:
     """Seconds until the engine's connection count exceeds ``connections``."""
     started = time.monotonic()
@@ -144,9 +153,10 @@ class TestNatsCluster:
             await _published(engine, 0.5)
             run.consume("class-poles", cluster.url_from(2))  # joins half-way
             await _published(engine, 0.6)
-            connections = engine.stats.connections
+            connections, published = engine.stats.connections, engine.stats.events_published
             cluster.kill(0)
             moved_s = await _reconnected(engine, connections)
+            resumed_s = moved_s + await _resumed(engine, published)
             assert engine.settings.broker.current() != ("127.0.0.1", cluster.nodes[0].mqtt_port)
             await engine.wait_finished()
             total = engine.total_events
@@ -159,8 +169,9 @@ class TestNatsCluster:
             engine.stop()
             await task
         run.journal_is_whole(total)
-        print(f"\nnode 1 back after {restart_s:.1f} s; engine on another node "
-              f"{moved_s:.1f} s after its node died")
+        print(f"\nnode 1 back after {restart_s:.1f} s; engine connected to another node "
+              f"{moved_s:.2f} s after its node died, publishing again after {resumed_s:.2f} s")
+        assert resumed_s < 20
 
 
 class TestMosquittoV311:
