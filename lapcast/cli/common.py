@@ -20,8 +20,8 @@ from simulator.connection import (
     BrokerSettings,
     parse_broker_url,
 )
-from simulator.mqtt.settings import ENV_BROKER, ENV_MQTT_VERSION, MQTT_VERSIONS
 from simulator.errors import LapcastError
+from simulator.mqtt.settings import ENV_BROKER, ENV_MQTT_VERSION, MQTT_VERSIONS
 from simulator.topics import validate_client_id, validate_session_id
 
 __all__ = [
