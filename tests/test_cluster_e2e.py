@@ -9,8 +9,10 @@ engine's journal: nothing lost, nothing counted twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +210,25 @@ class TestMosquittoV311:
             await task
         run.journal_is_whole(total)
         assert victim.returncode == -signal.SIGKILL
+
+
+class TestStressOnTheCluster:
+    def test_lapcast_stress_with_the_node_list_in_3_1_1(
+            self, nats_cluster: NatsCluster, tmp_path: Path) -> None:
+        """`lapcast stress --broker A,B,C --mqtt-version 3.1.1`: every event once, states
+        equal to the journal's fold, latencies from the envelope's stamps."""
+        done = subprocess.run(
+            [sys.executable, "-m", "lapcast", "stress", "--broker", nats_cluster.url,
+             "--mqtt-version", "3.1.1", "--cars", "20", "--laps", "10", "--seed", "3",
+             "--rate", "max", "--batch", "16", "--pub-messages", "100", "--timeout", "90",
+             "--workdir", str(tmp_path / "run"), "--json", "--no-progress"],
+            capture_output=True, text=True, timeout=150)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        report = json.loads(done.stdout)
+        events = report["events"]
+        assert report["ok"] and report["lost"] == 0 and report["double_counted"] == 0
+        assert report["broker"] == nats_cluster.url
+        assert report["journal_events"] == events and report["journal_matches_log"]
+        for consumer in report["consumers"]:
+            assert consumer["applied"] == events and consumer["state_matches_journal_fold"]
+            assert 0 < consumer["latency"]["p50"] < 60_000
