@@ -1,7 +1,8 @@
 """A NATS cluster speaking MQTT 3.1.1: three ``nats-server`` nodes on free loopback ports.
 
 ``NatsClusterSpec`` is the data, ``NatsCluster`` the running cluster (the tests'
-``nats_cluster`` fixture, ``lapcast stress --cluster nats``). Each node gets a config
+``nats_cluster`` fixture; a ``Topology``'s broker like ``MosquittoSpec``, its ``url``
+the list of every node). Each node gets a config
 written from ``broker-config/nats-cluster.conf``: its ``server_name``, routes to every
 other node, a JetStream folder of its own, an ``mqtt`` listener and an ``http``
 monitoring port. ``start()`` returns once every node's ``/healthz?js-enabled-only=true``
