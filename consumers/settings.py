@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator import topics
+from simulator import names, topics
 from simulator.errors import LapcastError
 
 __all__ = ["RunnerSettings", "default_client_id", "default_state_dir"]
@@ -20,7 +20,7 @@ def default_state_dir() -> Path:
 
 def default_client_id(consumer: str, session_id: str) -> str:
     """``lapcast-{consumer}-{session}``, portable (a consumer named ``pkg.mod:obj`` too)."""
-    return topics.portable_name(f"lapcast-{consumer}-{session_id}")
+    return names.portable_name(f"lapcast-{consumer}-{session_id}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +49,7 @@ class RunnerSettings:
     def __post_init__(self) -> None:
         topics.validate_session_id(self.session_id)
         if self.client_id is not None:
-            topics.validate_client_id(self.client_id)
+            names.validate_client_id(self.client_id)
         for name in ("checkpoint_events", "checkpoint_ms", "publish_ms", "health_ms",
                      "max_payload_bytes", "session_expiry_s", "max_pending"):
             if getattr(self, name) < 1:

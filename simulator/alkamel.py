@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from simulator import topics
+from simulator import names
 from simulator.contract import Entry, Event, Flag, SessionKind, SessionStarted
 from simulator.derive import Correction, Crossing, Granularity, build_log
 from simulator.errors import SourceError
@@ -542,7 +542,7 @@ def load(path: str | Path, *, session_id: str | None = None, granularity: Granul
         for r in rows
     ]
     # A file name may hold characters no broker takes in a topic (the shared race's `.`).
-    sid = session_id or topics.portable_name(path.stem)
+    sid = session_id or names.portable_name(path.stem)
     events: tuple[Event, ...] = tuple(build_log(
         session_id=sid, started=started, crossings=crossings, corrections=corrections,
         granularity=granularity, source=str(path),

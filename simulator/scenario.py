@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Any, Final, NoReturn
 
-from simulator import topics
+from simulator import names
 from simulator.contract import (
     ChampionshipSetup,
     Competitor,
@@ -325,11 +325,11 @@ class _Parser:
         source, listed = t.provenance()
         session_id = t.string("id", required=False, default="")
         if not session_id:
-            session_id = topics.portable_name(FilePath(self.path).stem)
+            session_id = names.portable_name(FilePath(self.path).stem)
         else:
             try:
-                topics.validate_session_id(session_id)
-            except topics.InvalidName as exc:
+                names.validate_session_id(session_id)
+            except names.InvalidName as exc:
                 self.fail(t.at("id"), str(exc))
         kind_text = t.choice("kind", [k.value for k in SessionKind])
         started: dict[str, Any] = {

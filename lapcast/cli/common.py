@@ -22,7 +22,7 @@ from simulator.connection import (
 )
 from simulator.errors import LapcastError
 from simulator.mqtt.settings import ENV_BROKER, ENV_MQTT_VERSION, MQTT_VERSIONS
-from simulator.topics import validate_client_id, validate_session_id
+from simulator.names import validate_client_id, validate_session_id
 
 __all__ = [
     "PathError",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consumers.settings import RunnerSettings, default_client_id
-from simulator import scenario, topics
+from simulator import names, scenario
 from simulator.errors import LapcastError, SourceError
 
 LAPCAST = [sys.executable, "-m", "lapcast"]
@@ -20,55 +20,55 @@ class TestValidateName:
     @pytest.mark.parametrize("name", ["a.b", "a b", "a+b", "a#", "a/b", "", "a\tb", "é", "$SYS"])
     def test_refuses_what_some_broker_refuses(self, name: str) -> None:
         """`.`, space, `+`, `#`, `/`, any other non-portable character and empty are refused."""
-        with pytest.raises(topics.InvalidName) as caught:
-            topics.validate_session_id(name)
+        with pytest.raises(names.InvalidName) as caught:
+            names.validate_session_id(name)
         assert "invalid session id" in str(caught.value)
 
     def test_the_error_names_the_characters_and_a_portable_spelling(self) -> None:
         """The message says which characters are wrong and what would be accepted."""
-        with pytest.raises(topics.InvalidName, match=r"'\.', a space are not allowed.*'a-b-c'"):
-            topics.validate_session_id("a.b c")
+        with pytest.raises(names.InvalidName, match=r"'\.', a space are not allowed.*'a-b-c'"):
+            names.validate_session_id("a.b c")
 
     def test_is_a_lapcast_error_and_a_value_error(self) -> None:
         """The CLI turns it into exit 2; older callers catching ValueError still do."""
-        assert issubclass(topics.InvalidName, LapcastError)
-        assert issubclass(topics.InvalidName, ValueError)
+        assert issubclass(names.InvalidName, LapcastError)
+        assert issubclass(names.InvalidName, ValueError)
 
     @pytest.mark.parametrize("name", ["s1", "wec-2024_bahrain", "t-0123abcd", "A-Z_09"])
     def test_accepts_portable_names(self, name: str) -> None:
         """Letters, digits, `-` and `_` pass unchanged."""
-        assert topics.validate_session_id(name) == name
-        assert topics.validate_client_id(name) == name
+        assert names.validate_session_id(name) == name
+        assert names.validate_client_id(name) == name
 
     def test_bounds_the_length(self) -> None:
         """A name beyond 200 characters is refused."""
-        with pytest.raises(topics.InvalidName, match="longer than"):
-            topics.validate_client_id("x" * 201)
+        with pytest.raises(names.InvalidName, match="longer than"):
+            names.validate_client_id("x" * 201)
 
 
 class TestPortableName:
     def test_the_shared_race_file_name(self) -> None:
         """The shared race's file name becomes `wec-2024-bahrain-8h-race-analysis`."""
-        assert (topics.portable_name("wec-2024-bahrain-8h-race.analysis")
+        assert (names.portable_name("wec-2024-bahrain-8h-race.analysis")
                 == "wec-2024-bahrain-8h-race-analysis")
 
     def test_every_unportable_character_becomes_a_dash(self) -> None:
         """Each character outside the set maps to one `-`; the result validates."""
-        name = topics.portable_name("my race+2 #1/b.é")
+        name = names.portable_name("my race+2 #1/b.é")
         assert name == "my-race-2--1-b--"
-        assert topics.validate_session_id(name) == name
+        assert names.validate_session_id(name) == name
 
     def test_default_client_id_of_a_dotted_consumer_is_portable(self) -> None:
         """A consumer given as `module.path:attr` still gets a portable default client id."""
         client = default_client_id("pkg.mod:obj", "s1")
         assert client == "lapcast-pkg-mod-obj-s1"
-        topics.validate_client_id(client)
+        names.validate_client_id(client)
 
 
 class TestWhereIdsComeFrom:
     def test_runner_settings_refuse_a_dotted_client_id(self) -> None:
         """An explicit client id with `.` is refused before anything connects."""
-        with pytest.raises(topics.InvalidName, match=r"client id 'a\.b'"):
+        with pytest.raises(names.InvalidName, match=r"client id 'a\.b'"):
             RunnerSettings(session_id="s1", client_id="a.b")
 
     def test_scenario_id_is_checked_where_it_is_written(self, tmp_path: Path) -> None:
