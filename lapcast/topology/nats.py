@@ -27,13 +27,22 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from lapcast.topology.mosquitto import CONFIG_DIR, free_port
 from lapcast.topology.process import Child, stop_all
 from lapcast.topology.spec import ProcessSpec
 from simulator.errors import LapcastError
 
-__all__ = ["NatsCluster", "NatsClusterSpec", "NatsNode", "find_nats_server"]
+__all__ = [
+    "NatsCluster",
+    "NatsClusterSpec",
+    "NatsNode",
+    "authorization_from_acl",
+    "find_nats_server",
+    "mqtt_to_subject",
+    "qos1_publish",
+]
 
 INSTALL_HINT = (
     "nats-server not found: install it with `sudo apt-get install -y nats-server` "
@@ -258,8 +267,11 @@ class NatsCluster:
         while True:
             self._check_alive(node)
             try:
+                secure = "authorization" in self.spec.extra
                 qos1_publish(node.mqtt_port, client_id=f"lapcast-ready-{node.name}",
-                             topic=f"lapcast/ready/{node.name}", timeout=5.0)
+                             topic=f"lapcast/ready/{node.name}", timeout=5.0,
+                             username=READY_USER if secure else None,
+                             password=READY_PASSWORD if secure else None)
                 return
             except OSError as exc:
                 if time.monotonic() > deadline:
@@ -344,13 +356,17 @@ def _read_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def qos1_publish(port: int, *, client_id: str, topic: str, timeout: float = 5.0) -> None:
+def qos1_publish(port: int, *, client_id: str, topic: str, timeout: float = 5.0,
+                 username: str | None = None, password: str | None = None) -> None:
     """CONNECT (3.1.1, clean session), PUBLISH QoS 1, wait for its PUBACK, DISCONNECT.
 
     Raises ``OSError`` (``ConnectionError``, ``TimeoutError``) when the node does not.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        connect = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 30) + _utf8(client_id)
+        flags = 0x02 | (0xC0 if username is not None else 0)
+        connect = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + _utf8(client_id)
+        if username is not None:
+            connect += _utf8(username) + _utf8(password or "")
         sock.sendall(_packet(0x10, connect))
         connack = _read_exact(sock, 4)
         if connack[0] != 0x20 or connack[3] != 0:
@@ -360,3 +376,62 @@ def qos1_publish(port: int, *, client_id: str, topic: str, timeout: float = 5.0)
         if puback[0] != 0x40 or puback[2:] != struct.pack("!H", 1):
             raise ConnectionError(f"expected a PUBACK, got {puback!r}")
         sock.sendall(b"\xe0\x00")
+
+
+# --- the secure profile's roles, for NATS ------------------------------------------------------
+
+
+def mqtt_to_subject(topic: str) -> str:
+    """An MQTT topic filter as the NATS subject NATS maps it to (``/`` -> ``.``,
+    ``+`` -> ``*``, ``#`` -> ``>``)."""
+    return ".".join({"+": "*", "#": ">"}.get(level, level) for level in topic.split("/"))
+
+
+READY_USER: Final = "lapcast-ready"
+READY_PASSWORD: Final = "lapcast-ready"  # it can only publish below lapcast/ready/
+
+
+def authorization_from_acl(acl: str, passwords: Mapping[str, str]) -> str:
+    """An ``authorization`` block giving each user of a Mosquitto ACL (``acl.conf``) the
+    same rights on the NATS cluster: ``topic read`` is subscribe, ``write`` publish,
+    ``readwrite`` both; anything not listed is denied. ``passwords``: user -> password."""
+    rights: dict[str, dict[str, list[str]]] = {}
+    user: str | None = None
+    for raw in acl.splitlines():
+        line = raw.strip()  # comments only at the start of a line ("#" ends topic filters)
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] == "user" and len(words) == 2:
+            user = words[1]
+            rights.setdefault(user, {"publish": [], "subscribe": []})
+        elif words[0] == "topic" and user is not None and len(words) == 3:
+            access, subject = words[1], mqtt_to_subject(words[2])
+            if access in ("write", "readwrite"):
+                rights[user]["publish"].append(subject)
+            if access in ("read", "readwrite"):
+                rights[user]["subscribe"].append(subject)
+    missing = sorted(set(rights) - set(passwords))
+    if missing:
+        raise LapcastError(f"no password for {', '.join(missing)}")
+    # The readiness check's own user: it may publish below lapcast/ready/ and nothing else.
+    rights[READY_USER] = {"publish": ["lapcast.ready.>"], "subscribe": []}
+
+    def allowed(subjects: list[str]) -> str:
+        # An empty allow list would mean "no restriction": deny everything instead.
+        if not subjects:
+            return '{deny: [">"]}'
+        return "{allow: [" + ", ".join(json.dumps(item) for item in subjects) + "]}"
+
+    for name, r in rights.items():
+        if r["subscribe"]:
+            # NATS delivers a QoS 1 subscription through a JetStream consumer on a
+            # subject of its own below $MQTT.sub., under the user's permissions.
+            r["subscribe"].append("$MQTT.sub.>")
+    users = [
+        f"    {{user: {json.dumps(name)}, password: "
+        f"{json.dumps(passwords.get(name, READY_PASSWORD))}, permissions: "
+        f"{{publish: {allowed(r['publish'])}, subscribe: {allowed(r['subscribe'])}}}}}"
+        for name, r in rights.items()
+    ]
+    return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
