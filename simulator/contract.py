@@ -356,7 +356,7 @@ class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fiel
 
 
 class _ControlBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="command",
-                   forbid_unknown_fields=True):
+                   forbid_unknown_fields=True, omit_defaults=True):
     """A control command, JSON, as a person or a tool sends it. Unknown fields are refused:
     a command half understood would do the wrong thing.
 
