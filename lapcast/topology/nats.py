@@ -423,7 +423,7 @@ def authorization_from_acl(acl: str, passwords: Mapping[str, str]) -> str:
             return '{deny: [">"]}'
         return "{allow: [" + ", ".join(json.dumps(item) for item in subjects) + "]}"
 
-    for name, r in rights.items():
+    for r in rights.values():
         if r["subscribe"]:
             # NATS delivers a QoS 1 subscription through a JetStream consumer on a
             # subject of its own below $MQTT.sub., under the user's permissions.
