@@ -198,7 +198,7 @@ class NatsCluster:
         self._spawn(index)
         deadline = started + timeout
         self.wait_healthy(index, timeout)
-        self._publish_until(self.nodes[index], deadline)
+        self.publish_until(self.nodes[index], deadline)
         self.wait_streams_current(max(deadline - time.monotonic(), 0.1))
         return time.monotonic() - started
 
@@ -260,10 +260,10 @@ class NatsCluster:
         for index in range(len(self.nodes)):
             self.wait_healthy(index, max(deadline - time.monotonic(), 0.1))
         for node in self.nodes:
-            self._publish_until(node, deadline)
+            self.publish_until(node, deadline)
 
-    def _publish_until(self, node: NatsNode, deadline: float) -> None:
-        """A QoS 1 publish to ``node`` acknowledged, retried until ``deadline``."""
+    def publish_until(self, node: NatsNode, deadline: float) -> None:
+        """A QoS 1 publish to ``node`` acknowledged, retried until ``deadline`` (monotonic)."""
         while True:
             self._check_alive(node)
             try:
