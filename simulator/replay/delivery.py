@@ -30,11 +30,11 @@ from typing import Any, Final
 
 from paho.mqtt.properties import Properties
 
-from simulator.contract import envelope, sniff_encoding
+from simulator import contract
 
 __all__ = ["PUBLISHED_AT", "Delivery", "Outgoing", "PublishedAt"]
 
-PUBLISHED_AT: Final = "published_at_ns"
+PUBLISHED_AT: Final = contract.PUBLISHED_AT
 _USER_PROPERTY: Final = 0x26  # MQTT v5 property identifier of a User Property
 _KEY: Final = len(PUBLISHED_AT).to_bytes(2, "big") + PUBLISHED_AT.encode()
 
@@ -203,7 +203,8 @@ class Delivery:
         props: PublishedAt | None = PublishedAt(time.time_ns())
         if self._v311:
             assert props is not None
-            payload, props = envelope(payload, props.ns, sniff_encoding(payload)), None
+            payload = contract.envelope(payload, props.ns, contract.sniff_encoding(payload))
+            props = None
         try:
             # No timeout: a lost connection ends the engine's reader loop, which
             # cancels this task; a timeout would only add a timer per message.

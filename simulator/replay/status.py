@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
+from simulator.contract import EngineStatus, encode
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -24,27 +24,28 @@ if TYPE_CHECKING:
 __all__ = ["StatusPublisher", "final_status", "status_document"]
 
 
-def status_document(engine: ReplayEngine, **extra: Any) -> dict[str, Any]:
-    """What ``.../status`` says about ``engine`` (``extra`` adds or overrides fields)."""
+def status_document(engine: ReplayEngine, **extra: Any) -> EngineStatus:
+    """What ``.../status`` says about ``engine`` (``extra`` sets fields: ``state``,
+    ``reason``, ``accepted``, ``rejected``)."""
     acked_epoch, acked_seq = engine.acked
     pacer = engine.pacer
     speed = pacer.speed
-    doc: dict[str, Any] = {
-        "state": engine.state(),
-        "session_id": engine.session_id,
-        "epoch": engine.epoch,
-        "last_seq": acked_seq if acked_epoch == engine.epoch else 0,
-        "total_events": engine.total_events,
-        "session_time_ms": min(max(pacer.session_time_ms(), 0), engine.end_ms),
-        "end_ms": engine.end_ms,
-        "speed": "max" if speed is None else speed,
-        "lag_ms": engine.lag_ms(),
-        "events_published": engine.stats.events_published,
-        "batch": engine.settings.batch,
-        "encoding": engine.settings.encoding,
-    }
-    doc.update(extra)
-    return doc
+    return EngineStatus(
+        state=extra.pop("state", None) or engine.state(),
+        session_id=engine.session_id,
+        epoch=engine.epoch,
+        last_seq=acked_seq if acked_epoch == engine.epoch else 0,
+        total_events=engine.total_events,
+        session_time_ms=min(max(pacer.session_time_ms(), 0), engine.end_ms),
+        end_ms=engine.end_ms,
+        speed="max" if speed is None else speed,
+        lag_ms=engine.lag_ms(),
+        events_published=engine.stats.events_published,
+        batch=engine.settings.batch,
+        encoding=engine.settings.encoding,
+        log_id=engine.log_id,
+        **extra,
+    )
 
 
 def final_status(engine: ReplayEngine, error: BaseException | None) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def final_status(engine: ReplayEngine, error: BaseException | None) -> dict[str,
 class StatusPublisher:
     """Publishes the status document, retained, at QoS 1."""
 
-    def __init__(self, topic: str, document: Callable[..., dict[str, Any]], *,
+    def __init__(self, topic: str, document: Callable[..., EngineStatus], *,
                  interval_s: float) -> None:
         self.topic = topic
         self.document = document
@@ -75,7 +76,7 @@ class StatusPublisher:
                       **extra: Any) -> None:
         # No timeout by default: a lost connection ends the reader loop, which cancels
         # the connection's tasks (asyncio.wait_for in 3.11 can swallow that cancel).
-        await client.publish(self.topic, msgspec.json.encode(self.document(**extra)),
+        await client.publish(self.topic, encode(self.document(**extra)),
                              qos=1, retain=True, timeout=timeout)
 
     async def loop(self, client: aiomqtt.Client) -> None:
