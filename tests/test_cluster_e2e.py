@@ -173,7 +173,9 @@ class TestNatsCluster:
         run.journal_is_whole(total)
         print(f"\nnode 1 back after {restart_s:.1f} s; engine connected to another node "
               f"{moved_s:.2f} s after its node died, publishing again after {resumed_s:.2f} s")
-        assert resumed_s < 20
+        # NATS's leader election, not lapcast, sets this (10 s and more under load: a node
+        # holds a CONNECT until its JetStream answers, aiomqtt waits 10 s for the CONNACK).
+        assert resumed_s < 30
 
 
 class TestMosquittoV311:
