@@ -60,6 +60,8 @@ class CatchupLoop:
         self.wake = asyncio.Event()
         # Where fetched events go: the hot path's fold step (``Inbound.offer``).
         self.offer: Callable[[Event, int | None], None] = _not_wired
+        # Where the end of the log a reply names goes too: the hot path's belief.
+        self.announced: Callable[[int, int], None] = _nobody
         self._journal = JournalCatchup(journal, session_id=session_id) if journal else None
         self._where = str(journal) if journal else reply_topic
         self._source: CatchupSource | None = self._journal
@@ -129,6 +131,7 @@ class CatchupLoop:
         if reply.current_epoch > request.epoch:
             # A backward seek (or a new engine run) voided the epoch asked for.
             self.sequencer.learn_epoch(reply.current_epoch)
+            self.announced(reply.current_epoch, 0)
             return
         if reply.error:
             raise CatchupUnavailable(f"catch-up of epoch {request.epoch} seq "
@@ -144,9 +147,14 @@ class CatchupLoop:
         if reply.final:
             self.sequencer.learn_head(request.epoch, reply.last_seq,
                                       synced=request.to_seq is None)
+            self.announced(request.epoch, reply.last_seq)
             self.health.track_lag()
         # Let live messages and publications through between two chunks.
         await asyncio.sleep(0)
+
+
+def _nobody(epoch: int, last_seq: int) -> None:
+    pass
 
 
 def _not_wired(event: Event, published_at: int | None) -> None:

@@ -53,6 +53,9 @@ class EngineStatus(msgspec.Struct):
     session_id: str = ""
     epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
     last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    # The last seq the engine journaled (its head as announced): at least every seq
+    # on the wire. Absent from older engines.
+    head_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
     # Set on contract messages (a CatchupReply has one), never on a status.
     type: str | None = None
 

@@ -83,6 +83,8 @@ class Health:
             "catchups": counters.catchups,
             "reconnects": counters.reconnects,
             "checkpoints": counters.checkpoints,
+            # Copies of a seq found to differ from the engine's own (dead-lettered).
+            "conflicts": seq.counts.conflicts,
         }
 
     def payload(self) -> bytes:

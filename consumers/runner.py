@@ -124,8 +124,8 @@ class ConsumerRunner:
             sequencer=self.sequencer, stamps=self.stamps, counters=self.counters,
             health=self.health_report, publisher=self.publisher, outbox=self.outbox,
             checkpoints=self.checkpoints, catchup=self.catchup)
-        # Caught-up events take the same fold step as live ones.
-        self.catchup.offer = self.inbound.offer
+        # Caught-up events take the same fold step as live ones, as the engine's copies.
+        self.catchup.offer = self.inbound.offer_fetched
         self._reconnector = Reconnector(
             what=f"consumer {name}", stop=self._stop, on_lost=self._lost,
             backoff=Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s))

@@ -505,6 +505,8 @@ class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
     catchups: NonNegativeInt
     reconnects: NonNegativeInt
     checkpoints: NonNegativeInt
+    # Copies of a seq that differed from the engine's own: dead-lettered, the fold redone.
+    conflicts: NonNegativeInt = 0
 
 
 class ConsumerLost(msgspec.Struct, frozen=True, kw_only=True):
