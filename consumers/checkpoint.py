@@ -5,6 +5,10 @@ Written atomically (temporary file, fsync, rename, fsync of the folder), so a
 never half of one. State and position are pickled together, which is the whole
 point: a state without the seq it reflects could not be resumed exactly once.
 
+A write killed between its temporary file and the rename leaves that file
+(``.NAME.checkpoint.*.tmp``) behind; ``load``, which every consumer calls once at
+start, removes its own (``remove_stale_temps``) before reading.
+
 The file is a pickle, so it is as trusted as the state folder that holds it (the
 consumer's own; never load a checkpoint somebody else handed you).
 """
@@ -32,6 +36,7 @@ __all__ = [
     "checkpoint_path",
     "encode",
     "load",
+    "remove_stale_temps",
     "save",
     "write",
 ]
@@ -92,6 +97,42 @@ def encode(checkpoint: Checkpoint, path: Path | None = None) -> bytes:
         ) from exc
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temps(state_dir: Path, consumer: str) -> list[Path]:
+    """Remove the temporary files of ``consumer``'s checkpoint writes left in ``state_dir``.
+
+    ``state_dir`` is the folder holding the checkpoint (the session's). Called at start,
+    before this consumer writes anything: a temporary file there is from a write that
+    never reached its rename (a kill -9 mid-checkpoint). Returns what was removed.
+    """
+    prefix = _temp_prefix(Path(f"{consumer}.checkpoint"))
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(state_dir))
+    except FileNotFoundError:
+        return removed
+    except OSError as exc:
+        raise CheckpointError(f"{state_dir}: cannot list the state folder: {exc}") from exc
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and entry.is_file(
+                follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CheckpointError(f"{entry.path}: cannot remove a stale checkpoint "
+                                      f"temporary file: {exc}") from exc
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("stale checkpoint temporary files removed", folder=str(state_dir),
+                 consumer=consumer, files=[p.name for p in removed])
+    return removed
+
+
 def write(path: Path, payload: bytes) -> None:
     """Replace ``path`` by ``payload`` atomically: temp file, fsync, rename, fsync the folder.
 
@@ -99,7 +140,8 @@ def write(path: Path, payload: bytes) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp",
+                                   dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(payload)
@@ -130,8 +172,10 @@ def load(path: Path, *, session_id: str, consumer: str) -> Checkpoint | None:
 
     A file that does not unpickle, or belongs to another session or consumer, is
     set aside (renamed ``*.unusable``) with a warning: folding again from seq 1 is
-    always correct, merely slower.
+    always correct, merely slower. Stale temporary files of ``consumer``'s writes in
+    the same folder are removed first.
     """
+    remove_stale_temps(path.parent, consumer)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

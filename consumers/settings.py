@@ -39,7 +39,7 @@ class RunnerSettings:
     max_payload_bytes: int = 1024 * 1024
     session_expiry_s: int = 3600
     catchup_timeout_s: float = 5.0
-    keepalive_s: int = 30
+    keepalive_s: int = 4  # paho gives up after 1-2x this silent: a dead link in < 10 s
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
     # Early events buffered while a gap is fetched; beyond it they are fetched again.

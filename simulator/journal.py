@@ -22,10 +22,15 @@ fsync policy (what survives a power loss or a kernel crash):
 
 A line cut short by a crash mid-append (no final newline) is a torn tail: readers
 ignore it and the writer truncates it before appending again.
+
+A journal that cannot be opened or written (no such folder, read-only, disk full,
+I/O error) raises ``JournalError``, one line naming the path and the reason; the
+engine then stops publishing (nothing goes out that the journal lacks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from array import array
 from collections.abc import Iterator
@@ -43,6 +48,7 @@ from simulator.sources import Source
 __all__ = [
     "DEFAULT_FSYNC_INTERVAL_S",
     "EpochSpan",
+    "JournalError",
     "JournalIndex",
     "JournalWriter",
     "load",
@@ -52,6 +58,18 @@ __all__ = [
 DEFAULT_FSYNC_INTERVAL_S = 0.2
 
 log = structlog.get_logger()
+
+
+class JournalError(LapcastError):
+    """The journal cannot be opened or written; names the path and the reason."""
+
+    def __init__(self, path: Path, doing: str, exc: OSError) -> None:
+        self.path = path
+        self.errno = exc.errno
+        reason = exc.strerror or str(exc)
+        if exc.errno is not None:
+            reason += f" (errno {exc.errno})"
+        super().__init__(f"journal {path}: cannot {doing}: {reason}")
 
 
 class _Envelope(msgspec.Struct):
@@ -181,6 +199,13 @@ class JournalWriter:
                  fsync_interval_s: float = DEFAULT_FSYNC_INTERVAL_S) -> None:
         self.path = Path(path)
         self.fsync_interval_s = fsync_interval_s
+        try:
+            self._open(session_id)
+        except OSError as exc:
+            raise JournalError(self.path, "open it", exc) from None
+        self.dirty = False  # appended since the last fsync
+
+    def _open(self, session_id: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self.index, size = scan(self.path)
@@ -199,7 +224,6 @@ class JournalWriter:
         # Read and append: the catch-up service reads ranges through the same descriptor.
         self._file: BinaryIO = open(self.path, "a+b")  # noqa: SIM115 - lives as long as we do
         self._fd = self._file.fileno()
-        self.dirty = False  # appended since the last fsync
 
     @property
     def last_epoch(self) -> int:
@@ -209,25 +233,38 @@ class JournalWriter:
         return self.index.last_seq(epoch)
 
     def append(self, epoch: int, seq: int, line: bytes) -> None:
-        """Buffer one event's JSON line (no newline in ``line``); ``flush`` sends it to the OS."""
+        """Buffer one event's JSON line (no newline in ``line``); ``flush`` sends it to the OS.
+
+        The buffer may reach the OS here already: a write error is a ``JournalError``.
+        """
         index = self.index
         assert index.session_id is not None
         index.add(str(self.path), index.session_id, epoch, seq, index.size, len(line) + 1)
-        self._file.write(line)
-        self._file.write(b"\n")
+        try:
+            self._file.write(line)
+            self._file.write(b"\n")
+        except OSError as exc:
+            raise JournalError(self.path, "write", exc) from None
         self.dirty = True
 
     def flush(self) -> None:
-        self._file.flush()
+        """Everything appended reaches the OS, or ``JournalError``."""
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise JournalError(self.path, "write", exc) from None
 
     def fsync_now(self) -> None:
         """fsync what has been flushed (safe from a worker thread)."""
         self.dirty = False
-        os.fsync(self._fd)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalError(self.path, "fsync", exc) from None
 
     def sync(self) -> None:
         """Flush and fsync now (pause, seek, finish, close)."""
-        self._file.flush()
+        self.flush()
         self.fsync_now()
 
     def read(self, epoch: int, from_seq: int, to_seq: int) -> list[bytes]:
@@ -235,13 +272,18 @@ class JournalWriter:
         span = self.index.epochs.get(epoch)
         if span is None or from_seq > span.last_seq or to_seq < from_seq:
             return []
-        self._file.flush()
+        self.flush()
         return _read_lines(self._fd, *span.byte_range(from_seq, to_seq))
 
     def close(self) -> None:
-        if not self._file.closed:
+        """Sync and close; the file is closed even when the sync fails (which raises)."""
+        if self._file.closed:
+            return
+        try:
             self.sync()
-            self._file.close()
+        finally:
+            with contextlib.suppress(OSError):  # the data it could not write: said above
+                self._file.close()
 
     def __enter__(self) -> JournalWriter:
         return self

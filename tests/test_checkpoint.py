@@ -112,3 +112,46 @@ class TestRefusal:
                          state={"f": lambda: None})
         with pytest.raises(checkpoint.CheckpointError, match=r"laps\.checkpoint"):
             checkpoint.save(path, bad)
+
+
+class TestStaleTemporaryFiles:
+    def test_start_removes_the_consumers_own_temporary_files(self, tmp_path: Path) -> None:
+        """Loading at start removes ``.NAME.checkpoint.*.tmp``, and nothing else."""
+        folder = tmp_path / "s1"
+        folder.mkdir()
+        checkpoint.save(folder / "laps.checkpoint", _checkpoint_of(Folder(LAPS)))
+        stale = [folder / ".laps.checkpoint.abc123.tmp", folder / ".laps.checkpoint.x_9.tmp"]
+        others = [folder / ".poles.checkpoint.abc123.tmp",  # another consumer's
+                  folder / "laps.checkpoint.unusable", folder / "notes.tmp",
+                  folder / ".laps.checkpoint.abc123.tmp.keep"]
+        for path in stale + others:
+            path.write_bytes(b"half a pickle")
+        loaded = checkpoint.load(folder / "laps.checkpoint", session_id="s1", consumer="laps")
+        assert loaded is not None
+        assert not any(path.exists() for path in stale)
+        assert all(path.exists() for path in others)
+
+    def test_remove_stale_temps_returns_what_it_removed(self, tmp_path: Path) -> None:
+        """The function alone: the removed files, none for a folder that does not exist."""
+        (tmp_path / ".laps.checkpoint.q1.tmp").write_bytes(b"")
+        assert checkpoint.remove_stale_temps(tmp_path, "laps") == [
+            tmp_path / ".laps.checkpoint.q1.tmp"]
+        assert checkpoint.remove_stale_temps(tmp_path / "nowhere", "laps") == []
+
+    def test_kill_mid_checkpoint_leaves_no_litter_after_restart(self, tmp_path: Path) -> None:
+        """A writer killed between temporary file and rename: the next start tidies up."""
+        path = tmp_path / "s1" / "laps.checkpoint"
+        # Killed after the temporary file is written and before the rename.
+        script = (
+            "import os, sys; from pathlib import Path\n"
+            "from consumers import checkpoint\n"
+            "os.replace = lambda *a: os.kill(os.getpid(), 9)\n"
+            "checkpoint.save(Path(sys.argv[1]), checkpoint.Checkpoint(session_id='s1', "
+            "consumer='laps', epoch=1, seq=5, state={}))\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", script, str(path)], check=False)
+        assert proc.returncode == -9
+        litter = [p.name for p in path.parent.iterdir()]
+        assert len(litter) == 1 and litter[0].startswith(".laps.checkpoint.")
+        assert checkpoint.load(path, session_id="s1", consumer="laps") is None
+        assert list(path.parent.iterdir()) == []

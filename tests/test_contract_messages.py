@@ -165,7 +165,7 @@ class TestConsumerHealth:
 
     def test_the_last_will(self, runner: ConsumerRunner) -> None:
         """The runner's last will is ConsumerLost, byte for byte."""
-        payload = runner._lost_payload()
+        payload = runner.health_report.lost_payload()
         lost = decode_consumer_health(payload)
         assert lost == ConsumerLost(state="lost", consumer="class-poles", session_id="s1",
                                     client_id=runner.client_id)

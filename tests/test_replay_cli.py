@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
@@ -91,8 +92,8 @@ class TestReplayCommand:
         """A start past the end, a missing file or a zero batch exit 2 with a message."""
         cases = [
             (["--from", "9:00:00"], "is past the end of the session (8:03:30.433)"),
-            (["--batch", "0"], "--batch: '0': expected a whole number of at least 1"),
-            (["--speed", "-1"], "speed '-1' must be a number above 0"),
+            (["--batch", "0"], "--batch: batch 0 is out of range: a whole number from 1"),
+            (["--speed", "-1"], "--speed: speed '-1' is out of range: from 0.01"),
         ]
         for extra, message in cases:
             run = subprocess.run([*LAPCAST, "replay", str(race_csv), "--broker",
@@ -159,3 +160,26 @@ class TestTerminal:
         assert code == 0
         text = output.decode(errors="replace")
         assert "7,510 events" in text and "speed 30x" in text and "lag" in text
+
+
+class TestBadNumbers:
+    @pytest.mark.parametrize("option", [
+        ["--speed", "5e-324"], ["--speed", "1e-300"], ["--speed", "inf"], ["--speed", "nan"],
+        ["--speed", "-2"], ["--speed", "fast"], ["--speed", "2e7"], ["--batch", "0"],
+        ["--batch", "10001"], ["--batch", "1.5"], ["--window", "0"], ["--window", "65536"],
+        ["--linger-ms", "nan"], ["--linger-ms", "-1"], ["--linger-ms", "1001"],
+        ["--from", "-5"], ["--from", "soon"],
+    ])
+    def test_an_out_of_range_number_is_one_line_and_exit_2(self, option: list[str],
+                                                          tmp_path: Path) -> None:
+        """Every number of `lapcast replay` is checked before anything starts: one line
+        naming the option and the range, exit 2, no traceback."""
+        done = subprocess.run([*LAPCAST, "replay", "synth", "--cars", "2", "--laps", "1",
+                               "--broker", "mqtt://127.0.0.1:1", "--journal",
+                               str(tmp_path / "j.jsonl"), *option],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"lapcast replay: {option[0]}:"), lines
+        assert "Traceback" not in done.stderr
+        assert not (tmp_path / "j.jsonl").exists()

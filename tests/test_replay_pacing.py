@@ -246,7 +246,8 @@ class TestLinger:
     def test_a_linger_outside_0_to_1000_ms_is_refused(self, session_id: str,
                                                       tmp_path: Path) -> None:
         source = generated_source(session_id, cars=1, laps=1)
-        with pytest.raises(LapcastError, match="--linger-ms 1500: from 0 to 1000"):
+        with pytest.raises(LapcastError,
+                           match=r"--linger-ms: linger 1500 ms is out of range: from 0 to 1000"):
             ReplayEngine(source, ReplaySettings(
                 broker=parse_broker_url("mqtt://127.0.0.1:1"), journal_path=tmp_path / "x",
                 batch=8, linger_ms=1500))

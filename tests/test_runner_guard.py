@@ -26,7 +26,7 @@ class TestEvents:
         other = msgspec.structs.replace(EVENTS[1], session_id="s2")
         for refusal, words in (
             (_events(encode(EVENTS[0]), retained=True), "retained"),
-            (_events(encode(EVENTS[0]), max_bytes=10), "oversized"),
+            (_events(encode(EVENTS[1]), max_bytes=10), "oversized"),
             (_events(encode(Batch(events=[EVENTS[0], other]))), "'s2'"),
         ):
             assert isinstance(refusal, Refusal) and refusal.forged

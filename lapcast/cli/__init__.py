@@ -2,7 +2,10 @@
 
 Each module in ``COMMANDS`` has ``register(subparsers)``, which adds its parser
 and sets ``handler`` to a function taking the parsed arguments and returning the
-exit code. Errors lapcast raises on purpose print one clear line and exit 2.
+exit code. Errors lapcast raises on purpose, and any ``OSError`` a command lets
+escape (a path that turned out unusable after the up-front checks of
+``lapcast.cli.common``: a disk that filled, a folder removed meanwhile), print one
+clear line naming the command and the path, and exit 2; ``-vv`` logs the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 import structlog
 
 from lapcast import __version__
+from lapcast.cli.common import oserror_line
 from lapcast.logs import configure_logging
 from simulator.errors import LapcastError
 
@@ -54,11 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbosity=args.verbose, json=args.log_json)
     try:
         return int(args.handler(args) or 0)
-    except LapcastError as exc:
-        structlog.get_logger().debug("command failed", exc_info=True)
-        print(f"lapcast {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `lapcast fold ... | head`
-        return 0
+    except BaseException as exc:
+        error = _innermost(exc)
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        if isinstance(error, BrokenPipeError):  # `lapcast fold ... | head`
+            return 0
+        if isinstance(error, LapcastError):
+            return _fail(args.command, str(error))
+        if isinstance(error, OSError):
+            return _fail(args.command, oserror_line(error))
+        raise
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first error of a task group's (nested) group; any other error as it is."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(command: str, line: str) -> int:
+    structlog.get_logger().debug("command failed", exc_info=True)
+    print(f"lapcast {command}: {' '.join(line.splitlines())}", file=sys.stderr)
+    return 2

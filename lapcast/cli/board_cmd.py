@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = BoardSettings(session_id=args.session, fps=args.fps,
                              exit_when_done=args.exit_when_done)
-    broker = broker_settings(args)
+    broker = broker_settings(args, check_files=True)
     try:
         asyncio.run(run_board(broker, settings))
     except* LapcastError as group:  # a refusal by the broker, out of the board's task group

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from consumers.registry import load_consumer
 from consumers.runner import ConsumerRunner, RunnerSettings, default_state_dir
-from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
+from lapcast.cli.common import (
+    add_broker_options,
+    broker_settings,
+    readable_file,
+    session_id_arg,
+    writable_dir,
+)
+from simulator.errors import LapcastError
 
 __all__ = ["register"]
 
@@ -48,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="MQTT client id, stable across restarts "
                              "(default lapcast-NAME-SESSION)")
     parser.add_argument("--max-payload-bytes", type=int, default=1024 * 1024, metavar="B",
-                        help="refuse events messages bigger than B bytes (default 1 MiB)")
+                        help="refuse events messages bigger than B bytes (default 1 MiB); "
+                             "one opening with the engine's SessionStarted may have up to "
+                             "16 MiB")
     parser.add_argument("--session-expiry", type=int, default=3600, metavar="S",
                         help="broker keeps the session (and queues events) S seconds "
                              "after a disconnection (default 3600)")
@@ -59,11 +68,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    consumer = load_consumer(args.name)
+    state_dir = writable_dir(args.state_dir or default_state_dir(),
+                             what="state folder (--state-dir)")
+    if args.journal is not None:
+        # It may not exist yet: the engine writes it, perhaps started after us.
+        readable_file(args.journal, what="journal (--journal)", missing_ok=True)
+    broker = broker_settings(args, check_files=True)
+    try:
+        consumer = load_consumer(args.name)
+    except (ImportError, AttributeError, SyntaxError) as exc:  # module:attr, a plug-in
+        raise LapcastError(f"consumer {args.name!r}: cannot load it: "
+                           f"{type(exc).__name__}: {exc}") from exc
     settings = RunnerSettings(
         session_id=args.session,
         client_id=args.client_id,
-        state_dir=args.state_dir or default_state_dir(),
+        state_dir=state_dir,
         journal=args.journal,
         checkpoint_events=args.checkpoint_events,
         checkpoint_ms=args.checkpoint_ms,
@@ -72,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         session_expiry_s=args.session_expiry,
         catchup_timeout_s=args.catchup_timeout,
     )
-    runner = ConsumerRunner(consumer, broker_settings(args), settings)
+    runner = ConsumerRunner(consumer, broker, settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,9 @@ import argparse
 from typing import Any
 
 from lapcast.cli.board_cmd import positive_fps
+from lapcast.cli.common import readable_file
 from lapcast.demo import DEFAULT_SOURCE, DemoSettings, resolve_source, run_demo
+from simulator.connection import parse_broker_url
 from simulator.replay.control import parse_speed
 
 __all__ = ["register"]
@@ -45,7 +47,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = DemoSettings(source=resolve_source(args.source), speed=args.speed,
+    source = readable_file(resolve_source(args.source), what="source (--source)")
+    if args.broker:
+        parse_broker_url(args.broker)  # a bad URL said before anything starts
+    settings = DemoSettings(source=source, speed=args.speed,
                             broker=args.broker, fps=args.fps,
                             exit_when_done=args.exit_when_done)
     return run_demo(settings)

@@ -21,6 +21,7 @@ from rich.table import Table
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
 from consumers.registry import BUILTIN, load_consumer
+from lapcast.cli.common import source_arg
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -222,6 +223,7 @@ def print_tables(result: FoldResult, console: Console) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    source_arg(args.source)
     result = fold_source(args.source, penalties=args.penalty, granularity=args.granularity,
                          session_id=args.session_id)
     if args.json:

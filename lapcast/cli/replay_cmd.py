@@ -23,8 +23,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from lapcast.cli.common import add_broker_options, broker_settings
-from simulator.errors import ControlError
+from lapcast.cli.common import (
+    add_broker_options,
+    broker_settings,
+    source_arg,
+    writable_file,
+)
+from simulator.errors import ControlError, LapcastError
+from simulator.replay.bounds import check_batch, check_linger_ms, check_window, shown
 from simulator.replay.control import parse_speed
 from simulator.replay.engine import ReplayEngine, ReplaySettings, default_journal
 from simulator.sources import load_source
@@ -38,28 +44,31 @@ SEEK_LARGE_MS = 600_000
 SLOWEST_FROM_MAX = 1024.0  # "-" at max speed goes down to this factor
 
 
-def _speed(text: str) -> float | None:
+def _option(name: str, parse: Callable[[str], Any], text: str) -> Any:
+    """One option's value, or a ``LapcastError`` naming it (one line, exit 2)."""
     try:
-        return parse_speed(text)
+        return parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise LapcastError(f"{name}: {exc}") from None
 
 
-def _session_time(text: str) -> int:
+def _whole(name: str, check: Callable[[object], int]) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"{shown(text)}: expected a whole number") from None
+        return check(value)
+
+    return parse
+
+
+def _linger(text: str) -> float:
     try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
-    return value
+        raise ValueError(f"{shown(text)}: expected a number of milliseconds") from None
+    return check_linger_ms(value)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,23 +83,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "or synth (a field from --cars, --laps, --seed...)")
     add_broker_options(parser)
     add_synth_options(parser, title="synthetic field (SOURCE synth)")
-    parser.add_argument("--speed", type=_speed, default=1.0, metavar="FACTOR|max",
-                        help="session seconds per wall second, above 0 (default 1), or max: "
-                             "as fast as the broker acknowledges")
-    parser.add_argument("--from", dest="start", type=_session_time, default=0,
+    # The numbers are checked by run(), not by argparse: one line naming the option.
+    parser.add_argument("--speed", default="1", metavar="FACTOR|max",
+                        help="session seconds per wall second, 0.01 to 10,000,000 (default "
+                             "1), or max: as fast as the broker acknowledges")
+    parser.add_argument("--from", dest="start", default="0",
                         metavar="SESSION_TIME",
                         help="start at this session time, H:MM:SS[.fff] or seconds (the "
                              "events before it are published at once)")
     parser.add_argument("--session-id", metavar="ID",
                         help="session id (topic level) instead of the source's")
-    parser.add_argument("--batch", type=_positive, default=1, metavar="N",
-                        help="pack up to N consecutive due events per message (default 1)")
-    parser.add_argument("--linger-ms", type=float, default=0.0, metavar="MS",
+    parser.add_argument("--batch", default="1", metavar="N",
+                        help="pack up to N consecutive due events per message, 1 to 10,000 "
+                             "(default 1)")
+    parser.add_argument("--linger-ms", default="0", metavar="MS",
                         help="with --batch above 1 and a speed: once an event falls due, "
-                             "wait up to MS ms for later ones to share its message "
-                             "(default 0)")
-    parser.add_argument("--window", type=_positive, default=64, metavar="N",
-                        help="unacknowledged QoS 1 messages in flight at most (default 64)")
+                             "wait up to MS ms (0 to 1000) for later ones to share its "
+                             "message (default 0)")
+    parser.add_argument("--window", default="64", metavar="N",
+                        help="unacknowledged QoS 1 messages in flight at most, 1 to 65,535 "
+                             "(default 64)")
     parser.add_argument("--encoding", choices=("json", "msgpack"), default="json",
                         help="payload encoding of the events (default json; the journal is "
                              "always JSON)")
@@ -106,16 +118,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    speed = _option("--speed", parse_speed, args.speed)
+    start_ms = _option("--from", parse_duration, args.start)
+    batch = _option("--batch", _whole("batch", check_batch), args.batch)
+    window = _option("--window", _whole("window", check_window), args.window)
+    linger_ms = _option("--linger-ms", _linger, args.linger_ms)
+    source_arg(args.source)
+    if args.journal is not None:
+        writable_file(args.journal, what="journal (--journal)")
+    broker = broker_settings(args, check_files=True)
     source = load_source(source_from_options(args.source, args), session_id=args.session_id,
                          granularity=args.granularity)
+    journal = args.journal or writable_file(default_journal(source.session_id),
+                                            what="journal (default; --journal)")
     settings = ReplaySettings(
-        broker=broker_settings(args),
-        journal_path=args.journal or default_journal(source.session_id),
-        speed=args.speed,
-        start_ms=args.start,
-        batch=args.batch,
-        linger_ms=args.linger_ms,
-        window=args.window,
+        broker=broker,
+        journal_path=journal,
+        speed=speed,
+        start_ms=start_ms,
+        batch=batch,
+        linger_ms=linger_ms,
+        window=window,
         encoding=args.encoding,
         exit_when_done=args.exit_when_done,
     )

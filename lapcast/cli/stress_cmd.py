@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumers.registry import BUILTIN
-from lapcast.cli.common import add_broker_options, broker_settings
+from lapcast.cli.common import add_broker_options, broker_settings, writable_dir
 from lapcast.stress import Progress, StressReport, StressSettings, run_stress
 from simulator.synth import SynthSpec, add_synth_options, spec_from_options
 
@@ -85,11 +85,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workdir is not None:
+        writable_dir(args.workdir, what="work folder (--workdir)")
     settings = StressSettings(
         spec=spec_from_options(args), rate=args.rate, batch=args.batch,
         linger_ms=args.linger_ms,
         publish_ms=args.publish_ms, window=args.window,
-        broker=broker_settings(args) if args.broker else None,
+        broker=broker_settings(args, check_files=True) if args.broker else None,
         consumers=tuple(c.strip() for c in args.consumers.split(",") if c.strip()),
         workdir=args.workdir, timeout_s=args.timeout, pub_messages=args.pub_messages,
     )

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 from rich.console import Console
@@ -25,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from lapcast.cli.common import PathError, describe_os_error, writable_file
 from simulator.contract import Event, LapCompleted, encode
 from simulator.synth import SynthSpec, add_synth_options, events, spec_from_options
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         write_log(stream, out)
         out.flush()
         return 0
-    path = Path(args.out)
+    path = writable_file(args.out, what="output (--out)")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     started = time.perf_counter()
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 count = _write_with_progress(spec, stream, f)
         os.replace(partial, path)
+    except OSError as exc:  # a disk that fills, an I/O error: the write names no file
+        raise PathError(path, "output (--out)",
+                        f"cannot write: {describe_os_error(exc)}") from exc
     finally:
         partial.unlink(missing_ok=True)
     elapsed = time.perf_counter() - started

@@ -97,19 +97,23 @@ class CatchupService:
             yield _reply(request.epoch, lines, final=seq > to_seq, last_seq=last,
                          current_epoch=current)
 
-    async def handle(self, client: Any, message: Any) -> None:
-        """Answer one request message (an ``aiomqtt.Message``) on its response topic."""
+    async def handle(self, client: Any, message: Any) -> str:
+        """Answer one request message (an ``aiomqtt.Message``) on its response topic.
+
+        Returns ``"answered"``, or why it could not be: ``"no reply topic"``, or
+        ``"reply topic refused"`` (outside the reply tree); both are logged.
+        """
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props else None
         if not response_topic:
             log.warning("catch-up request without a response topic ignored",
                         topic=str(message.topic))
-            return
-        if not response_topic.startswith(self.reply_prefix) or any(
-                c in response_topic for c in "+#"):
+            return "no reply topic"
+        if not isinstance(response_topic, str) or not response_topic.startswith(
+                self.reply_prefix) or any(c in response_topic for c in "+#"):
             log.warning("catch-up request refused: response topic outside the reply tree",
                         response_topic=response_topic, expected_prefix=self.reply_prefix)
-            return
+            return "reply topic refused"
         out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         correlation = getattr(props, "CorrelationData", None)
         if correlation is not None:
@@ -135,3 +139,4 @@ class CatchupService:
             chunks += 1
         self.requests_served += 1
         log.debug("catch-up served", response_topic=response_topic, chunks=chunks)
+        return "answered"

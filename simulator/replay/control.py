@@ -1,7 +1,7 @@
 """Control commands for a running replay: JSON on ``.../control``, validated.
 
 ``{"command": "pause"}``, ``{"command": "resume"}``,
-``{"command": "speed", "factor": 2.0}`` (any number above 0, or ``"max"``),
+``{"command": "speed", "factor": 2.0}`` (0.01 to 10,000,000, or ``"max"``),
 ``{"command": "seek", "to": "1:00:00"}`` (``H:MM:SS[.fff]``, seconds as text, or an
 integer of milliseconds).
 
@@ -12,11 +12,11 @@ and rejects that the same way; a rejected command changes nothing.
 
 from __future__ import annotations
 
-import math
 from typing import Final, TypeAlias
 
 import msgspec
 
+from simulator.replay.bounds import check_speed, shown
 from simulator.timefmt import parse_duration
 
 __all__ = [
@@ -91,18 +91,24 @@ _name_decoder: Final = msgspec.json.Decoder(_Name)
 
 
 def parse_speed(value: float | str) -> float | None:
-    """A speed factor: a number above 0 (``"60"`` too), or ``"max"`` (None)."""
-    shown = value
+    """A speed factor: 0.01 to 10,000,000 (``"60"`` too), or ``"max"`` (None)."""
     if isinstance(value, str):
         if value.strip().lower() == "max":
             return None
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
-            raise ValueError(f"speed {shown!r} is neither a number nor \"max\"") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"speed {shown!r} must be a number above 0, or \"max\"")
-    return float(value)
+            raise ValueError(f"speed {shown(value)} is neither a number nor \"max\"") from None
+        try:
+            return check_speed(number)
+        except ValueError:
+            raise ValueError(f"speed {shown(value)} is out of range: from 0.01 to "
+                             "10,000,000, or \"max\"") from None
+    return check_speed(value)
+
+
+# Longer than any session time written out ("999:59:59.999" is 13 characters).
+_SEEK_TEXT_MAX = 20
 
 
 def _parse_seek(value: int | str) -> int:
@@ -110,6 +116,9 @@ def _parse_seek(value: int | str) -> int:
         if value < 0:
             raise ValueError(f"seek to {value} ms: session time cannot be negative")
         return value
+    if len(value) > _SEEK_TEXT_MAX:
+        raise ValueError(f"seek to {shown(value)}: not a session time (expected "
+                         "H:MM:SS[.fff], seconds, or integer milliseconds)")
     return parse_duration(value)
 
 
@@ -135,7 +144,8 @@ def parse_command(payload: bytes) -> Command | Rejection:
             return Rejection(command=None, reason="no \"command\" field (expected one of "
                              f"{', '.join(COMMAND_NAMES)})")
         if name not in COMMAND_NAMES:
-            return Rejection(command=name, reason=f"unknown command {name!r} (expected one "
+            return Rejection(command=name if len(name) <= 40 else name[:37] + "...",
+                             reason=f"unknown command {shown(name)} (expected one "
                              f"of {', '.join(COMMAND_NAMES)})")
         return Rejection(command=name, reason=f"invalid {name} command: {exc}")
     try:

@@ -8,6 +8,10 @@ after a lost connection the engine reconnects and ``resend`` publishes everythin
 from the first unacknowledged message on, again in order. A message the broker had
 received but not yet acknowledged is sent twice: consumers dedupe by ``seq``.
 
+Write-ahead: ``send`` only queues a message; ``launch_queued`` publishes the queue
+once the journal has flushed the events it carries (``WriteAhead``), so nothing
+goes on the wire that the journal lacks.
+
 Every message carries the MQTT v5 user property ``published_at_ns`` (the wall clock,
 ``time.time_ns()``, when it was handed to the client) for latency measurements.
 """
@@ -84,6 +88,7 @@ class Delivery:
         self.window = window
         self.on_acked = on_acked
         self.pending: deque[Outgoing] = deque()
+        self._queued: list[Outgoing] = []  # sent, not yet launched (journal not flushed)
         self.resent = 0  # messages published again after a reconnect
         self._client: Any = None
         self._tg: asyncio.TaskGroup | None = None
@@ -95,6 +100,7 @@ class Delivery:
         """Publish through ``client``; publish tasks live in ``tg`` (one per connection)."""
         self._client = client
         self._tg = tg
+        self._queued = []  # resend() publishes every pending message
         # A fresh window: the slots of the tasks the old connection cancelled are void.
         self._slots = asyncio.Semaphore(self.window)
 
@@ -116,13 +122,43 @@ class Delivery:
         self._slots.release()
 
     def send(self, item: Outgoing) -> None:
-        """Publish ``item`` in a slot already reserved (no await: order is kept)."""
+        """Queue ``item`` in a slot already reserved (no await: order is kept);
+        ``launch_queued`` publishes it once its events are journaled."""
         self.pending.append(item)
         self._drained.clear()
-        self._launch(item)
+        self._queued.append(item)
+
+    def launch_queued(self) -> None:
+        """Publish what ``send`` queued, in order (the journal has flushed it).
+
+        Between connections, or while a lost one shuts down, the messages stay
+        pending: the next connection's ``resend`` publishes them.
+        """
+        queued = self._queued
+        if not queued:
+            return
+        self._queued = []
+        if self._tg is None:
+            return
+        for item in queued:
+            if not self._launch(item):
+                return
+
+    def drop_queued(self) -> int:
+        """Forget the messages not launched yet (their events never reached the journal:
+        they must never be published); returns how many."""
+        queued = self._queued
+        self._queued = []
+        for _ in queued:  # the queued messages are the tail of pending
+            self.pending.pop()
+        if not self.pending:
+            self._drained.set()
+        return len(queued)
 
     async def resend(self) -> int:
-        """Publish every pending message again, in order (after a reconnect)."""
+        """Publish every pending message again, in order (after a reconnect, once the
+        journal is flushed)."""
+        self._queued = []
         items = list(self.pending)
         for item in items:
             item.acked = False
@@ -143,10 +179,17 @@ class Delivery:
         head = self.pending[0]
         return head.epoch, head.first_seq
 
-    def _launch(self, item: Outgoing) -> None:
-        assert self._tg is not None, "send() before attach()"
-        # Not tracked one by one: the connection's task group cancels what is left.
-        self._tg.create_task(self._publish(self._client, self._slots, item))
+    def _launch(self, item: Outgoing) -> bool:
+        """False if the connection's task group is shutting down (a lost connection)."""
+        assert self._tg is not None, "launch before attach()"
+        publish = self._publish(self._client, self._slots, item)
+        try:
+            # Not tracked one by one: the connection's task group cancels what is left.
+            self._tg.create_task(publish)
+        except RuntimeError:
+            publish.close()
+            return False
+        return True
 
     async def _publish(self, client: Any, slots: asyncio.Semaphore, item: Outgoing) -> None:
         props = PublishedAt(time.time_ns())

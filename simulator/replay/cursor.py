@@ -1,0 +1,68 @@
+"""Where the replay stands in its source: the events of the current epoch, in order.
+
+``scan`` reads a source once (count and end, which seeking needs); ``Cursor`` walks
+it, stamping every event with the epoch under way. A backward seek ``restart``s it
+at seq 1 of the next epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+
+from simulator.contract import Event
+from simulator.errors import LapcastError
+from simulator.sources import Source
+
+__all__ = ["Cursor", "scan"]
+
+
+def scan(source: Source) -> tuple[int, int]:
+    """The number of events and the session time of the last, checking seq is gapless."""
+    count, end = 0, 0
+    for event in source.events():
+        count += 1
+        if event.seq != count:
+            raise LapcastError(f"{source.name}: seq {event.seq} where {count} was "
+                               "expected (a source is gapless from 1)")
+        end = event.session_time_ms
+    if count == 0:
+        raise LapcastError(f"{source.name}: no events to replay")
+    return count, end
+
+
+class Cursor:
+    """The events of the current epoch, in order, stamped with the epoch."""
+
+    def __init__(self, source: Source, epoch: int) -> None:
+        self.source = source
+        self.restart(epoch)
+
+    def restart(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._events: Iterator[Event] = iter(self.source.events())
+        self._next: Event | None = None
+        self._expected = 1
+        self._done = False
+
+    def peek(self) -> Event | None:
+        if self._next is None and not self._done:
+            event = next(self._events, None)
+            if event is None:
+                self._done = True
+                return None
+            if event.seq != self._expected:
+                raise LapcastError(f"{self.source.name}: seq {event.seq} where "
+                                   f"{self._expected} was expected (a source is gapless)")
+            if event.epoch != self.epoch:
+                event = msgspec.structs.replace(event, epoch=self.epoch)
+            self._next = event
+        return self._next
+
+    def take(self) -> Event:
+        event = self.peek()
+        assert event is not None
+        self._next = None
+        self._expected += 1
+        return event
