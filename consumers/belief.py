@@ -15,12 +15,12 @@ go. The rule, applied to every live event before the ``Sequencer`` sees it:
 
 The engine announces ``(epoch, head)`` on its retained status (``head_seq``: the last
 seq it journaled, so at least every seq on the wire; ``last_seq`` for an engine that
-does not say) at least every 20 ms and every ``IN_FLIGHT_WINDOW // 4`` events while it
-publishes; a catch-up reply announces the journal's end too (``confirm``). At each
-announcement, a held event now within the bound goes on; one still beyond it is
-dead-lettered with the reason. The sequencer forgets what it buffered or applied
-beyond the bound (``Sequencer.clip``): those go to the dead letters too, and an
-applied one makes the consumer refold.
+does not say) at least every 20 ms and every ``IN_FLIGHT_WINDOW // 4`` events while
+it publishes (``simulator.contract``); a catch-up reply announces the journal's end
+too (``confirm``). At each announcement, a held event now within the bound goes on;
+one still beyond it is dead-lettered with the reason. The sequencer forgets what it
+buffered or applied beyond the bound (``Sequencer.clip``): those go to the dead
+letters too, and an applied one makes the consumer refold.
 
 Everything is held before the first announcement of the process: no event is
 applied on the word of the events topic alone. A held event asks catch-up for an
@@ -34,25 +34,11 @@ No I/O, no clock: the runner feeds it and the tests drive it directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
 
 from consumers.sequencer import Sequencer
-from simulator.contract import Event
+from simulator.contract import IN_FLIGHT_WINDOW, Event
 
-__all__ = [
-    "ANNOUNCE_EVERY_EVENTS",
-    "ANNOUNCE_EVERY_S",
-    "IN_FLIGHT_WINDOW",
-    "Belief",
-    "Unconfirmed",
-]
-
-# How far past the engine's announced head a live event may be applied at once.
-IN_FLIGHT_WINDOW: Final = 4096
-# While publishing, the engine announces its head at least this often...
-ANNOUNCE_EVERY_S: Final = 0.020
-# ... and after handing out this many events since its last announcement.
-ANNOUNCE_EVERY_EVENTS: Final = IN_FLIGHT_WINDOW // 4
+__all__ = ["Belief", "Unconfirmed"]
 
 
 @dataclass(frozen=True, slots=True)
