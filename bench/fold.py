@@ -1,4 +1,4 @@
-"""How fast the three projections fold, against a bare msgspec decode of the same bytes.
+"""How fast the built-in projections fold, against a bare msgspec decode of the same bytes.
 
 Run from the repository root (it pins itself to one CPU and prints its figures):
 
@@ -8,8 +8,10 @@ Run from the repository root (it pins itself to one CPU and prints its figures):
 Per workload, over the events JSON-encoded once (as they travel on the wire):
 
 * baseline: a bare loop of ``msgspec.json.Decoder(Event).decode`` over the bytes;
-* folds: the same decode plus ``Folder.apply`` of running-order, class-poles and
-  championship (the live runner's path), and a final ``view()`` of each;
+* folds: the same decode plus ``Folder.apply`` of every built-in projection
+  (running-order, class-poles, championship, lap-chart: the live runner's path), and
+  a final ``view()`` of each;
+* per projection: each one's fold alone, in microseconds per event (decode excluded);
 * ratio: folds / baseline in events per second. Target: at least 15 %;
 * scaling: cost per event of the folds at 1,000 cars over that at 36 cars, with the
   same generator. Target: at most 2x (no re-sort and no O(field) work per event).
@@ -33,7 +35,7 @@ from typing import Any
 import msgspec
 
 from consumers.folding import Folder
-from consumers.registry import BUILTIN, load_consumer
+from consumers.registry import ALL_BUILTIN, load_consumer
 from simulator.contract import Event, LapCompleted, encode
 from simulator.sources import load_source
 
@@ -102,7 +104,7 @@ def bare_decode(lines: list[bytes]) -> None:
         decode(line)
 
 
-CONSUMERS = [load_consumer(name) for name in BUILTIN]  # entry points: looked up once
+CONSUMERS = [load_consumer(name) for name in ALL_BUILTIN]  # entry points: looked up once
 
 
 def decode_and_fold(lines: list[bytes]) -> list[Folder[Any]]:
@@ -125,6 +127,20 @@ def best_of(repeat: int, *runs: Callable[[], Any]) -> list[float]:
             run()
             best[i] = min(best[i], time.perf_counter() - start)
     return best
+
+
+def per_projection(w: Workload, repeat: int) -> dict[str, float]:
+    """Microseconds per event of each projection's fold alone, over decoded events."""
+    decode = msgspec.json.Decoder(Event).decode
+    events = [decode(line) for line in w.lines]
+    out = {}
+    for consumer in CONSUMERS:
+        def run(consumer: Any = consumer) -> None:
+            folder = Folder(consumer)
+            for event in events:
+                folder.apply(event)
+        out[consumer.name] = best_of(repeat, run)[0] / len(events) * 1e6
+    return out
 
 
 def measure(w: Workload, repeat: int) -> Figures:
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"lapcast bench/fold.py, Python {sys.version.split()[0]}, msgspec "
           f"{msgspec.__version__}, {pin_to_one_cpu(args.cpu)}")
-    print(f"projections: {', '.join(BUILTIN)}; best of {args.repeat} rounds")
+    print(f"projections: {', '.join(ALL_BUILTIN)}; best of {args.repeat} rounds")
     print("generating workloads...", flush=True)
     small = f"synth:cars=36,seed=7,laps={args.laps}"
     big = f"synth:cars={args.cars},seed=7,laps={args.laps}"
@@ -165,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(f"{'workload':<18} {'cars':>5} {'events':>8} {'bare decode/s':>14} "
-          f"{'decode+3 folds/s':>17} {'ratio':>6} {'folds us/event':>15} {'3 views ms':>11}")
+          f"{'decode+folds/s':>17} {'ratio':>6} {'folds us/event':>15} {'views ms':>11}")
     results = []
     for w in workloads:
         f = measure(w, args.repeat)
@@ -174,12 +190,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{f.fold_rate:>17,.0f} {f.ratio:>6.1%} {f.fold_us:>15.2f} "
               f"{f.view_s * 1e3:>11.1f}", flush=True)
 
+    print()
+    print("per projection, fold alone (us/event): "
+          + ", ".join(f"{w.name}: " + " ".join(f"{name} {us:.2f}" for name, us in
+                                               per_projection(w, args.repeat).items())
+                      for w in workloads))
     race, small_f, big_f = results
     scaling = big_f.fold_us / small_f.fold_us
     scaling_total = small_f.fold_rate / big_f.fold_rate
     worst_ratio = min(f.ratio for f in results)
     print()
-    print(f"ratio decode+3 folds / bare decode: {race.ratio:.1%} on the shared race, "
+    print(f"ratio decode+folds / bare decode: {race.ratio:.1%} on the shared race, "
           f"worst {worst_ratio:.1%} (target >= {RATIO_TARGET:.0%}): "
           f"{'ok' if worst_ratio >= RATIO_TARGET else 'MISSED'}")
     print(f"cost per event, {big_f.workload.cars} cars vs 36 cars: folds {scaling:.2f}x, "

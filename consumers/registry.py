@@ -1,7 +1,7 @@
 """Find consumers by name: the built-in projections and user plug-ins alike.
 
 Both come through the entry-point group ``lapcast.consumers`` (lapcast registers
-its own three there too), so a user's consumer is a peer of the built-in ones.
+its own four there too), so a user's consumer is a peer of the built-in ones.
 """
 
 from __future__ import annotations
@@ -12,10 +12,14 @@ from typing import Any
 from consumers.api import Consumer
 from simulator.errors import LapcastError
 
-__all__ = ["BUILTIN", "available", "load_consumer"]
+__all__ = ["ALL_BUILTIN", "BUILTIN", "available", "load_consumer"]
 
 GROUP = "lapcast.consumers"
+# The projections the terminal board reads (the demo and the stress test run these).
 BUILTIN = ("running-order", "class-poles", "championship")
+# Every built-in projection: those and the lap chart the web page draws. `lapcast fold`
+# folds them all.
+ALL_BUILTIN = (*BUILTIN, "lap-chart")
 
 
 def _entry_points() -> dict[str, EntryPoint]:

@@ -146,7 +146,8 @@ def full_store(**state_seq: int) -> BoardStore:
 
 
 def text_of(snapshot: BoardSnapshot, width: int = 200) -> str:
-    console = Console(width=width, record=True, color_system=None)
+    # Tall: the full board (a console as short as a terminal gets the compact one).
+    console = Console(width=width, height=500, record=True, color_system=None)
     console.print(render_board(snapshot))
     return console.export_text()
 
@@ -159,7 +160,7 @@ def line_of(text: str, needle: str) -> str:
 
 def styles_of(snapshot: BoardSnapshot, needle: str, width: int = 200) -> list[Style]:
     """The styles of every segment of the board that shows ``needle``."""
-    console = Console(width=width, color_system="truecolor", force_terminal=True)
+    console = Console(width=width, height=500, color_system="truecolor", force_terminal=True)
     return [seg.style or Style() for seg in console.render(render_board(snapshot))
             if needle in seg.text]
 

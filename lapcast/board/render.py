@@ -85,19 +85,47 @@ class Board:
         running = _as(snap.view("running-order"), RunningOrderView)
         poles: dict[str, ClassPole] = snap.view("class-poles") or {}
         championship = _as(snap.view("championship"), ChampionshipView)
+        full = Group(*self._full(console, options, running, poles, championship))
+        # The full board when it fits the console's height; else the compact one, which
+        # keeps every class's leader, the poles and the title statement on screen.
+        height = options.max_height
+        lines = console.render_lines(full, options.update(height=None), pad=False)
+        if len(lines) <= height:
+            for line in lines:
+                yield from line
+                yield Segment.line()
+            return
+        from lapcast.board.compact import compact_lines
+
+        yield from compact_lines(console, options, snap, height=height,
+                                 header=_header(snap, running), running=running, poles=poles,
+                                 championship=championship)
+
+    def _full(self, console: Console, options: ConsoleOptions,
+              running: RunningOrderView | None, poles: dict[str, ClassPole],
+              championship: ChampionshipView | None) -> Iterator[RenderableType]:
+        snap = self.snapshot
         yield _header(snap, running)
         # Sector times only where they leave the names readable.
         tables = _class_tables(snap, running, poles,
                                sectors=options.max_width >= _SECTORS_WIDTH)
         side = [_poles_panel(snap, poles), _championship_panel(snap, championship)]
         if options.max_width >= _SIDE_BY_SIDE_WIDTH:
-            yield from _side_by_side(console, options, Group(*tables), Group(*side))
+            yield _SideBySide(Group(*tables), Group(*side))
         else:
             yield from tables
             yield from side
         footer = _footer(snap)
         if footer is not None:
             yield footer
+
+
+class _SideBySide:
+    def __init__(self, left: RenderableType, right: RenderableType) -> None:
+        self.left, self.right = left, right
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from _side_by_side(console, options, self.left, self.right)
 
 
 def _side_by_side(console: Console, options: ConsoleOptions, left: RenderableType,

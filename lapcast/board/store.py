@@ -20,6 +20,7 @@ from lapcast.board.views import (
     decode_championship,
     decode_class_poles,
     decode_consumer_health,
+    decode_lap_chart,
     decode_meta,
     decode_running_order,
     decode_status,
@@ -28,24 +29,29 @@ from simulator import topics
 from simulator.contract import SessionStarted
 from simulator.errors import LapcastError
 
-__all__ = ["BoardSnapshot", "BoardStore", "board_topics"]
+__all__ = ["OPTIONAL_STATES", "BoardSnapshot", "BoardStore", "board_topics"]
 
+# The states every board shows (and waits for, to call a replay finished).
 _STATE_DECODERS: dict[str, Callable[[bytes], Stamped]] = {
     "running-order": decode_running_order,
     "class-poles": decode_class_poles,
     "championship": decode_championship,
+}
+# States a board may also read when asked (``BoardStore(extra=...)``): the web page's charts.
+OPTIONAL_STATES: dict[str, Callable[[bytes], Stamped]] = {
+    "lap-chart": decode_lap_chart,
 }
 
 # How many decode problems the board keeps to show (the newest ones).
 _MAX_PROBLEMS = 3
 
 
-def board_topics(session: str) -> list[str]:
-    """Every topic filter the board subscribes to for ``session``."""
+def board_topics(session: str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Every topic filter the board subscribes to for ``session`` (plus ``extra`` states)."""
     return [
         topics.meta(session),
         topics.status(session),
-        *(topics.state(session, name) for name in _STATE_DECODERS),
+        *(topics.state(session, name) for name in (*_STATE_DECODERS, *extra)),
         topics.consumer_status(session, "+"),
     ]
 
@@ -84,8 +90,12 @@ class BoardSnapshot:
 class BoardStore:
     """Keeps the newest message of every topic of one session."""
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, extra: tuple[str, ...] = ()) -> None:
         self.session_id = session_id
+        unknown = [name for name in extra if name not in OPTIONAL_STATES]
+        if unknown:
+            raise LapcastError(f"no board decoder for the states {unknown}")
+        self._decoders = {**_STATE_DECODERS, **{name: OPTIONAL_STATES[name] for name in extra}}
         self._snapshot = BoardSnapshot(session_id=session_id)
         self._prefix = topics.session_root(session_id) + "/"
         self.version = 0
@@ -130,12 +140,12 @@ class BoardStore:
                 return False
             self._snapshot = replace(snap, status=status)
             return True
-        if rest.startswith("state/") and rest[len("state/"):] in _STATE_DECODERS:
+        if rest.startswith("state/") and rest[len("state/"):] in self._decoders:
             name = rest[len("state/"):]
             if not payload:  # a cleared retained state
                 states = {k: v for k, v in snap.states.items() if k != name}
             else:
-                stamped = _STATE_DECODERS[name](payload)
+                stamped = self._decoders[name](payload)
                 shown = snap.states.get(name)
                 if shown is not None and stamped.position <= shown.position:
                     return False  # stale or duplicate: never go backwards

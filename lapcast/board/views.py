@@ -20,8 +20,11 @@ __all__ = [
     "ClassPole",
     "ConsumerHealth",
     "EngineStatus",
+    "LapChartRow",
+    "LapChartView",
     "PoleChange",
     "PoleGap",
+    "Rejected",
     "RunningOrderRow",
     "RunningOrderView",
     "Stamped",
@@ -29,6 +32,7 @@ __all__ = [
     "decode_championship",
     "decode_class_poles",
     "decode_consumer_health",
+    "decode_lap_chart",
     "decode_meta",
     "decode_running_order",
     "decode_status",
@@ -127,6 +131,28 @@ class ChampionshipView(msgspec.Struct, frozen=True, kw_only=True):
     counterfactuals: list[str] = []
 
 
+class LapChartRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One car's recent laps: ``[lap, position, class position, gap ms, interval ms]``."""
+
+    car: str
+    car_class: str = msgspec.field(default="", name="class")
+    laps: list[list[int | None]] = []
+
+
+class LapChartView(msgspec.Struct, frozen=True, kw_only=True):
+    session_kind: str = ""
+    window: int = 0
+    columns: list[str] = []
+    rows: list[LapChartRow] = []
+
+
+class Rejected(msgspec.Struct, frozen=True, kw_only=True):
+    """A control command the engine refused, and why."""
+
+    command: str | None = None
+    reason: str = ""
+
+
 class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     """The replay engine's retained status (its state, clock, speed and lag)."""
 
@@ -140,6 +166,8 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int | None = None
     last_seq: int | None = None
     total_events: int | None = None
+    # Set on the one status published in answer to a refused control command.
+    rejected: Rejected | None = None
 
 
 class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -180,6 +208,7 @@ def _decoder(view_type: Any) -> msgspec.json.Decoder[Any]:
 _running_order = _decoder(RunningOrderView | None)
 _class_poles = _decoder(dict[str, ClassPole] | None)
 _championship = _decoder(ChampionshipView | None)
+_lap_chart = _decoder(LapChartView | None)
 _status = msgspec.json.Decoder(EngineStatus)
 _health = msgspec.json.Decoder(ConsumerHealth)
 
@@ -201,6 +230,10 @@ def decode_class_poles(payload: bytes) -> Stamped:
 
 def decode_championship(payload: bytes) -> Stamped:
     return _decode(_championship, payload, "championship state")  # type: ignore[no-any-return]
+
+
+def decode_lap_chart(payload: bytes) -> Stamped:
+    return _decode(_lap_chart, payload, "lap-chart state")  # type: ignore[no-any-return]
 
 
 def decode_status(payload: bytes) -> EngineStatus:

@@ -29,6 +29,7 @@ COMMANDS = (
     "replay",
     "fold",
     "board",
+    "web",
     "demo",
     "consume",
     "consumers",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from typing import Any
 
 from lapcast.board import BoardSettings, run_board
+from lapcast.board.keys import control_keys
 from lapcast.cli.common import add_broker_options, broker_settings, session_id_arg
+from simulator.connection import BrokerSettings
 from simulator.errors import LapcastError
 
 __all__ = ["register"]
@@ -38,6 +41,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--exit-when-done", action="store_true",
                         help="exit once the replay has finished and the board shows its "
                         "final state (for scripts)")
+    parser.add_argument("--control", action="store_true",
+                        help="take the replay's keys (with operator credentials): space "
+                        "pause/resume, + and - double/halve the speed, arrows seek ±1 min "
+                        "(left/right) and ±10 min (down/up), q quits")
     parser.set_defaults(handler=run)
 
 
@@ -46,7 +53,28 @@ def run(args: argparse.Namespace) -> int:
                              exit_when_done=args.exit_when_done)
     broker = broker_settings(args, check_files=True)
     try:
-        asyncio.run(run_board(broker, settings))
+        asyncio.run(_main(broker, settings, control=args.control))
     except* LapcastError as group:  # a refusal by the broker, out of the board's task group
         raise group.exceptions[0] from None
     return 0
+
+
+async def _main(broker: BrokerSettings, settings: BoardSettings, *, control: bool) -> None:
+    board = asyncio.create_task(run_board(broker, settings))
+
+    def quit_board() -> None:  # `q`: the board stops, its last frame stays on screen
+        board.cancel()
+
+    keys = (asyncio.create_task(control_keys(broker, settings.session_id, quit_board))
+            if control else None)
+    me = asyncio.current_task()
+    try:
+        await board
+    except asyncio.CancelledError:
+        if me is not None and me.cancelling():
+            raise  # Ctrl-C: not `q`
+    finally:
+        if keys is not None:
+            keys.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keys

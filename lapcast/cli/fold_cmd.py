@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,8 +21,8 @@ from rich.table import Table
 
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
-from consumers.registry import BUILTIN, load_consumer
-from lapcast.cli.common import source_arg
+from consumers.registry import ALL_BUILTIN, load_consumer
+from lapcast.cli.common import source_arg, writable_file
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -132,7 +133,7 @@ def fold_source(
 ) -> FoldResult:
     """Load ``spec`` and fold it (plus the penalties) into the built-in projections."""
     source = load_source(spec, session_id=session_id, granularity=granularity)
-    chosen = list(consumers) if consumers is not None else [load_consumer(n) for n in BUILTIN]
+    chosen = list(consumers) if consumers is not None else [load_consumer(n) for n in ALL_BUILTIN]
     reader = SourceReader(source.name or spec, list(penalties))
     folders = fold_all(chosen, reader(source.events()))
     return FoldResult(source=spec, session_id=reader.session_id or source.session_id,
@@ -222,10 +223,36 @@ def print_tables(result: FoldResult, console: Console) -> None:
             console.print(line, markup=False, highlight=False)
 
 
+def draw(result: FoldResult, args: argparse.Namespace) -> int:
+    """``--chart``: the gap or lap chart of the whole session, into ``--out``."""
+    from consumers.projections.lap_chart import full_history
+    from lapcast.plots import draw_chart
+
+    folder = next(f for f in result.folders if f.consumer.name == "lap-chart")
+    laps = full_history(folder.state)
+    running = result.views().get("running_order") or {"rows": []}
+    classes = {row["car"]: row["class"] for row in running["rows"]}
+    leader = next((row["car"] for row in running["rows"] if row["position"] == 1), None)
+    kind = "gap chart" if args.chart == "gap" else "lap chart"
+    lines = draw_chart(args.chart, laps=laps, classes=classes, leader=leader,
+                       reference=args.reference, out=Path(args.out),
+                       title=f"{result.session_id}: {kind}")
+    print(f"{args.out}: {kind}, {lines} cars", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     source_arg(args.source)
+    if args.chart is not None and args.out is None:
+        raise LapcastError("--chart needs --out FILE.svg or FILE.png")
+    if args.reference is not None and args.chart != "gap":
+        raise LapcastError("--reference is the gap chart's reference car (--chart gap)")
+    if args.out is not None:
+        writable_file(args.out, what="chart (--out)")
     result = fold_source(args.source, penalties=args.penalty, granularity=args.granularity,
                          session_id=args.session_id)
+    if args.chart is not None:
+        return draw(result, args)
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(json_document(result)) + b"\n")
         sys.stdout.flush()
@@ -255,4 +282,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="emit sector events too (default lap); the final state is the same")
     parser.add_argument("--session-id", metavar="ID",
                         help="session id for the events (default: derived from the source)")
+    parser.add_argument("--chart", choices=("gap", "laps"),
+                        help="draw the gap chart (gaps to --reference, its class) or the lap "
+                             "chart (positions by lap) into --out; needs the [plots] extra")
+    parser.add_argument("--reference", metavar="CAR",
+                        help="the gap chart's reference car (default: the overall leader)")
+    parser.add_argument("--out", metavar="FILE", help="the chart's file, .svg or .png")
     parser.set_defaults(handler=run)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from consumers.projections import view_types
+from lapcast.cli.common import writable_file
 from simulator.asyncapi import asyncapi_document
 from simulator.errors import LapcastError
 
@@ -37,6 +38,8 @@ def render() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        writable_file(args.out, what="output (--out)")
     text = render()
     if args.out is None:
         sys.stdout.write(text)

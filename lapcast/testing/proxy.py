@@ -217,10 +217,11 @@ class FaultProxy:
                 rate = link.shaping.rate_bytes_s
                 piece = data[: max(1, int(rate / 50))] if rate else data
                 data = data[len(piece):]
+                if rate:
+                    # A piece arrives once the line has had the time to carry it.
+                    await asyncio.sleep(len(piece) / rate)
                 try:
                     writer.write(piece)
                     await writer.drain()
                 except OSError:
                     return
-                if rate:
-                    await asyncio.sleep(len(piece) / rate)
