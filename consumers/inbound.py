@@ -128,9 +128,11 @@ class Inbound:
             return
         stamp = published_at(message)
         offer = self.offer
-        admits = self.belief.admits
+        # Belief.admits, inlined: the engine's word cannot change within one message.
+        belief = self.belief
+        epoch, bound = belief.epoch, belief.bound
         for event in checked:
-            if admits(event):
+            if event.epoch == epoch and event.seq <= bound or event.epoch < epoch:
                 offer(event, stamp)
             else:
                 self._hold(event, stamp)
