@@ -1,8 +1,9 @@
-"""``lapcast demo``: a broker, the replay engine, three consumers and the board, together.
+"""``lapcast demo``: a broker, the replay engine, the consumers and the board, together.
 
 Every part is its own process, as in production: Mosquitto (unless ``--broker``
-names one), ``lapcast replay``, one ``lapcast consume`` per projection, all on
-loopback, and the live board in the foreground of this process.
+names one), ``lapcast replay``, one ``lapcast consume`` per built-in projection
+(running order, class poles, championship, lap chart), all on loopback, the live
+board in the foreground of this process and, with ``--web``, ``lapcast web``.
 
 The parts are a ``Topology`` started by ``lapcast.topology.Supervisor``: each child
 in its own process group (its own session), so the terminal's Ctrl-C reaches only
@@ -19,12 +20,13 @@ import secrets
 import shutil
 import signal
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from consumers.registry import BUILTIN
+from consumers.registry import ALL_BUILTIN
 from lapcast.board import BoardSettings, run_board
 from lapcast.topology import (
     ConsumerSpec,
@@ -34,6 +36,7 @@ from lapcast.topology import (
     PartDied,
     Supervisor,
     Topology,
+    WebSpec,
 )
 from simulator.connection import parse_broker_url
 from simulator.errors import LapcastError
@@ -51,6 +54,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = "scenarios/wec-2023-bahrain-qualifying.toml"
 # How often the demo checks that its children are still alive.
 WATCH_INTERVAL_S = 0.25
+# How long ``lapcast web`` may take to say its URL.
+WEB_START_S = 20.0
 
 
 # A part of the demo failed (names the part, its exit code and its last log lines).
@@ -67,6 +72,9 @@ class DemoSettings:
     session_id: str = field(default_factory=lambda: f"demo-{secrets.token_hex(3)}")
     fps: float = 8.0
     exit_when_done: bool = False
+    # Also serve the live timing page (``lapcast web --control``) on this port (0: any).
+    web: bool = False
+    web_port: int = 0
 
 
 def resolve_source(spec: str) -> Path:
@@ -81,13 +89,16 @@ def resolve_source(spec: str) -> Path:
 
 
 def demo_topology(settings: DemoSettings, workdir: Path) -> Topology:
-    """A private Mosquitto (unless ``--broker``), the three consumers, the engine."""
+    """A private Mosquitto (unless ``--broker``), the consumers, the engine (and the page)."""
+    # The page may pause, seek and change the speed: the demo is the user's own replay,
+    # and the token in the URL it prints keeps anyone else who reaches the port to watching.
+    web = (WebSpec(session_id=settings.session_id, port=settings.web_port, control=True),)
     return Topology(
         broker=ExternalBroker(settings.broker) if settings.broker else MosquittoSpec(),
         consumers=tuple(
             ConsumerSpec(consumer=name, session_id=settings.session_id,
                          state_dir=workdir / "state")
-            for name in BUILTIN
+            for name in ALL_BUILTIN
         ),
         engine=EngineSpec(
             label="replay", source=str(settings.source), session_id=settings.session_id,
@@ -95,7 +106,23 @@ def demo_topology(settings: DemoSettings, workdir: Path) -> Topology:
             # Sector events too: the board colours each sector as it is set.
             extra=("--granularity", "sector"),
         ),
+        boards=web if settings.web else (),
     )
+
+
+def web_url(supervisor: Supervisor, timeout_s: float = WEB_START_S) -> str:
+    """The URL ``lapcast web`` printed as its first line (it has bound its port by then)."""
+    child = supervisor.children["web"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        supervisor.check()  # a page that cannot start (port taken) is named, with its log
+        assert child.log is not None
+        with open(child.log, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                if line.startswith("http"):
+                    return line.strip()
+        time.sleep(0.05)
+    raise LapcastError(f"lapcast web said no URL in {timeout_s:g} s; its log: {child.log}")
 
 
 async def _foreground(settings: DemoSettings, broker_url: str, supervisor: Supervisor,
@@ -131,6 +158,9 @@ def run_demo(settings: DemoSettings, *, console: Console | None = None) -> int:
     try:
         supervisor.start()
         broker_url = supervisor.broker.url
+        if settings.web:
+            console.print(f"lapcast demo: the live timing page is at {web_url(supervisor)}",
+                          highlight=False, soft_wrap=True)
         console.print(
             f"[dim]lapcast demo: {settings.source.name} at speed {settings.speed}, "
             f"broker {broker_url}, session {settings.session_id}; Ctrl-C stops it all. "

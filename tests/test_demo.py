@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from support.procs import alive, cmdline, descendants
+
+from consumers.registry import ALL_BUILTIN
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "wec-2023-bahrain-qualifying.toml"
@@ -120,7 +124,8 @@ class TestDemoInTerminal:
         assert sum("lapcast demo" in n for n in names) == 1, names
         assert sum("mosquitto" in n for n in names) == 1, names
         assert sum("lapcast replay" in n for n in names) == 1, names
-        assert sum("lapcast consume" in n for n in names) == 3, names
+        # One consumer per built-in projection (the lap chart too).
+        assert sum("lapcast consume" in n for n in names) == len(ALL_BUILTIN), names
 
         tmux("send-keys", "-t", "demo", "C-c")
         wait_for(lambda: tmux.exit_status() is not None, 20, "the demo to exit", tmux.screen)
@@ -164,7 +169,7 @@ class TestDemoCommand:
         assert code == 0, err
         assert all(pole in out for pole in POLES), out
         assert all(part in out for part in CLINCH), out
-        assert len(started) >= 5  # mosquitto, the engine, three consumers
+        assert len(started) >= 6  # mosquitto, the engine, four consumers
         assert not [pid for pid in started if alive(pid)]
 
     def test_failing_child_stops_everything(self, tmp_path: Path) -> None:
@@ -216,3 +221,41 @@ class TestDemoCommand:
         code, _, err, _ = self._run("--source", "no/such.toml")
         assert code == 2 and "no/such.toml: no such file" in err
         assert not started
+
+
+@pytest.mark.broker
+class TestDemoWeb:
+    def test_web_page_is_served_with_the_chain_and_stopped_with_it(self) -> None:
+        """``lapcast demo --web`` prints the page's URL (with its control token); the page
+        serves the session's live states, lap chart included; Ctrl-C stops it all."""
+        env = {**os.environ, "COLUMNS": "200", "LINES": "60"}
+        proc = subprocess.Popen([sys.executable, "-m", "lapcast", "demo", "--web", "--speed",
+                                 "max"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        started: set[int] = set()
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            started |= descendants(proc.pid)
+            match = re.search(r"(http://127\.0\.0\.1:\d+/)\?token=\S+", first)
+            assert match, first
+            snapshot: dict[str, object] = {}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                started |= descendants(proc.pid)
+                with urllib.request.urlopen(match.group(1) + "api/snapshot", timeout=5) as r:
+                    snapshot = json.loads(r.read())
+                text = json.dumps(snapshot)
+                if all(pole in text for pole in ("106564", "112290", "118692")) and \
+                        "lap-chart" in text:
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError(f"the page never showed the poles: {snapshot}")
+            assert snapshot.get("control") is True
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert len(started) >= 7  # mosquitto, the engine, four consumers, the page
+        assert not [pid for pid in started if alive(pid)]

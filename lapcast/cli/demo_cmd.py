@@ -1,4 +1,4 @@
-"""``lapcast demo``: broker, replay engine, three consumers and the live board, at once."""
+"""``lapcast demo``: broker, replay engine, consumers and the live board (and page), at once."""
 
 from __future__ import annotations
 
@@ -23,11 +23,22 @@ def speed(text: str) -> str:
     return text
 
 
+def port(text: str) -> int:
+    """A TCP port to listen on, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a port is 0 to 65535")
+    return value
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="replay a session live: broker, engine, consumers and the board",
-        description="Start Mosquitto on a free loopback port, the replay engine, the three "
-        "consumers (each its own process) and the live board in the foreground. Ctrl-C "
+        description="Start Mosquitto on a free loopback port, the replay engine, the four "
+        "built-in consumers (each its own process) and the live board in the foreground. Ctrl-C "
         "stops everything and leaves no process behind.",
     )
     parser.add_argument("--speed", type=speed, default="1", metavar="FACTOR",
@@ -40,6 +51,11 @@ def register(subparsers: Any) -> None:
                         "(credentials in the URL or LAPCAST_MQTT_* variables)")
     parser.add_argument("--fps", type=positive_fps, default=8.0, metavar="N",
                         help="board redraws per second at most (default 8)")
+    parser.add_argument("--web", action="store_true",
+                        help="also serve the live timing page (lapcast web, with the replay's "
+                        "controls) and print its URL")
+    parser.add_argument("--web-port", type=port, default=0, metavar="PORT",
+                        help="the page's port with --web (default: any free port)")
     parser.add_argument("--exit-when-done", action="store_true",
                         help="stop everything and exit once the replay has finished and the "
                         "board shows its final state (default: keep showing it until Ctrl-C)")
@@ -52,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
         parse_broker_url(args.broker)  # a bad URL said before anything starts
     settings = DemoSettings(source=source, speed=args.speed,
                             broker=args.broker, fps=args.fps,
-                            exit_when_done=args.exit_when_done)
+                            exit_when_done=args.exit_when_done, web=args.web,
+                            web_port=args.web_port)
     return run_demo(settings)

@@ -1,7 +1,7 @@
 """One way to start a set of processes: a topology described as data, one supervisor.
 
 * ``spec``: the data (``Topology``, ``ConsumerSpec``, ``EngineSpec``, ``BoardSpec``,
-  ``ProcessSpec``) and ``lapcast_argv``, the one builder of ``python -m lapcast ...``;
+  ``WebSpec``, ``ProcessSpec``) and ``lapcast_argv``, the one builder of ``python -m lapcast ...``;
 * ``broker``: what the supervisor needs of a broker (``Broker``, ``BrokerSpec``), with
   ``MosquittoSpec`` and ``ExternalBroker``; ``mosquitto``: the Mosquitto process;
 * ``process``: one child (own session, tethered, log file, reaped with CPU and peak memory);
@@ -25,6 +25,7 @@ from lapcast.topology.spec import (
     EngineSpec,
     ProcessSpec,
     Topology,
+    WebSpec,
     lapcast_argv,
 )
 from lapcast.topology.supervisor import PartDied, Supervisor
@@ -44,6 +45,7 @@ __all__ = [
     "Supervisor",
     "Topology",
     "Usage",
+    "WebSpec",
     "lapcast_argv",
     "stop_popen",
     "vm_hwm_mb",

@@ -24,6 +24,7 @@ __all__ = [
     "PartSpec",
     "ProcessSpec",
     "Topology",
+    "WebSpec",
     "lapcast_argv",
 ]
 
@@ -141,13 +142,45 @@ class BoardSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebSpec:
+    """``lapcast web --session ... --port ...``: the live timing page, a board of its own.
+
+    Its first line of output is the page's URL (with the control token, with
+    ``control``): read it from the child's log.
+    """
+
+    session_id: str
+    port: int = 0  # 0: any free port (the URL printed says which)
+    host: str = "127.0.0.1"
+    control: bool = False
+    extra: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    verbose: int = 0
+    label: str = "web"
+    may_finish: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def process(self, broker_url: str) -> ProcessSpec:
+        args = ["web", "--broker", broker_url, "--session", self.session_id,
+                "--host", self.host, "--port", str(self.port)]
+        if self.control:
+            args.append("--control")
+        return ProcessSpec(name=self.name, argv=(*lapcast_argv(*_verbosity(self.verbose), *args,
+                                                               *self.extra),),
+                           env=self.env, may_finish=self.may_finish)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Topology:
     """The broker and the lapcast processes of one run."""
 
     broker: BrokerSpec
     consumers: tuple[ConsumerSpec, ...] = ()
     engine: EngineSpec | None = None
-    boards: tuple[BoardSpec, ...] = ()
+    boards: tuple[BoardSpec | WebSpec, ...] = ()
 
     def __post_init__(self) -> None:
         parts: list[PartSpec] = [*self.consumers, *self.boards]
