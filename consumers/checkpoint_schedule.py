@@ -139,6 +139,9 @@ class CheckpointSchedule:
         folder = self.sequencer.folder
         if self._failed:
             return None
+        if self.sequencer.disputed and not always:
+            # A conflict is open: the fold may hold a copy the engine's will contradict.
+            return None
         if not always and not self._unsaved and not (
                 force and folder.seq and not self.path.exists()):
             return None

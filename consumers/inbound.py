@@ -132,7 +132,7 @@ class Inbound:
         belief = self.belief
         epoch, bound = belief.epoch, belief.bound
         for event in checked:
-            if event.epoch == epoch and event.seq <= bound or event.epoch < epoch:
+            if (event.epoch == epoch and event.seq <= bound) or event.epoch < epoch:
                 offer(event, stamp)
             else:
                 self._hold(event, stamp)
