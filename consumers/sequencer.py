@@ -329,8 +329,9 @@ class Sequencer:
         """The next range to fetch, or None when nothing is known to be missing."""
         epoch, next_seq = self.target_epoch, self.next_seq
         if self._disputed:
-            # A conflict first: the engine's copy decides what the fold holds.
-            return CatchupRequest(epoch=epoch, from_seq=min(self._disputed),
+            # A conflict first: the engine's copy decides what the fold holds (with the
+            # gap before a disputed seq not applied yet, in the same request).
+            return CatchupRequest(epoch=epoch, from_seq=min(min(self._disputed), next_seq),
                                   to_seq=max(self._disputed))
         if self._heap and self._heap[0] > next_seq:
             return CatchupRequest(epoch=epoch, from_seq=next_seq, to_seq=self._heap[0] - 1)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
+from consumers import checkpoint
 from consumers.api import Consumer
 from consumers.belief import Belief
+from consumers.checkpoint_schedule import CheckpointSchedule
 from consumers.folding import Folder, fold_all
+from consumers.health import Counters
 from consumers.sequencer import Offer, Sequencer
+from consumers.stamps import Stamps
 from simulator.contract import CatchupRequest, Event, LapCompleted
 
 
@@ -218,3 +224,46 @@ class TestConflicts:
             sequencer.offer(event)
         assert sequencer.offer(_forged(_lap(2))) is Offer.DUPLICATE
         assert sequencer.offer(_forged(_lap(9))) is Offer.CONFLICT
+
+
+class TestRefoldCheckpoint:
+    def test_a_refold_replaces_the_checkpoint_at_once(self, tmp_path: Path) -> None:
+        """The checkpoint on disk may hold the forgery: replaced by the rewound folder, or
+        removed when the refold starts from scratch (a kill -9 then cannot keep it)."""
+        path = tmp_path / "laps.checkpoint"
+        sequencer = Sequencer(Folder(LAPS))
+        schedule = CheckpointSchedule(path=path, session_id="s", consumer="laps",
+                                      sequencer=sequencer, stamps=Stamps(),
+                                      counters=Counters(), every_events=1, every_ms=1000)
+        for event in _log(2):
+            sequencer.offer(event)
+        sequencer.offer(_forged(_lap(3)))
+        checkpoint.save(path, checkpoint.Checkpoint(session_id="s", consumer="laps", epoch=1,
+                                                    seq=3, state=sequencer.folder.state))
+        resumed = Folder(LAPS)
+        for event in _log(2):
+            resumed.apply(event)
+        sequencer.rewind(resumed)
+        schedule.rewound()
+        saved = checkpoint.load(path, session_id="s", consumer="laps")
+        assert saved is not None and (saved.epoch, saved.seq) == (1, 2)
+        assert saved.state == fold_all([LAPS], _log(2))[0].state
+        sequencer.rewind(Folder(LAPS))
+        schedule.rewound()
+        assert not path.exists()
+
+    def test_no_checkpoint_while_a_conflict_is_open(self, tmp_path: Path) -> None:
+        """Until the engine's copy settles it, the fold may hold a forgery: not saved."""
+        path = tmp_path / "laps.checkpoint"
+        sequencer = Sequencer(Folder(LAPS))
+        schedule = CheckpointSchedule(path=path, session_id="s", consumer="laps",
+                                      sequencer=sequencer, stamps=Stamps(),
+                                      counters=Counters(), every_events=1, every_ms=1000)
+        for event in _log(3):
+            sequencer.offer(event)
+        schedule.applied(3)
+        sequencer.offer(_forged(_lap(2)))
+        assert sequencer.disputed == 1
+        assert schedule._snapshot(force=True) is None
+        sequencer.offer(_lap(2), engine=True)
+        assert schedule._snapshot(force=True) is not None
