@@ -250,9 +250,10 @@ class Inbound:
         self.sequencer.learn_head(status.epoch, status.last_seq, synced=True)
         # How far a live event may go: the journaled head (an engine that does not say
         # has its acknowledged head trail what is in flight, so keeps the window).
-        head = status.head_seq if status.head_seq is not None else status.last_seq
-        self._announced(status.epoch, head,
-                        running=status.state == "running" or status.head_seq is None)
+        # (None or msgspec.UNSET when absent, whichever Struct decoded it.)
+        announced = status.head_seq if isinstance(status.head_seq, int) else None
+        self._announced(status.epoch, status.last_seq if announced is None else announced,
+                        running=status.state == "running" or announced is None)
         if not self._engine_up and not retained:
             # A fresh status: the engine is up now. A catch-up request sent before it
             # subscribed is lost; ask again at once rather than after the timeout.
