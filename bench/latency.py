@@ -21,7 +21,6 @@ event per message and in batches (the engine's ``--batch``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -34,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumers.registry import BUILTIN  # noqa: E402
-from consumers.runner import PUBLISHED_AT  # noqa: E402
 from lapcast.logs import configure_logging  # noqa: E402
 from lapcast.topology import (  # noqa: E402
     ConsumerSpec,
@@ -50,7 +50,14 @@ from lapcast.topology import (  # noqa: E402
 )
 from simulator import topics  # noqa: E402
 from simulator.connection import parse_broker_url  # noqa: E402
-from simulator.contract import decode_message, events_of  # noqa: E402
+from simulator.contract import (  # noqa: E402
+    PUBLISHED_AT,
+    decode_consumer_health,
+    decode_engine_status,
+    decode_message,
+    decode_state_stamp,
+    events_of,
+)
 
 RACE = ROOT.parent / "shared" / "data" / "wec-2024-bahrain-8h-race.analysis.csv"
 
@@ -76,16 +83,18 @@ class Recorder:
             stamp, topic, retain, payload = raw.decode().rstrip("\n").split("|", 3)
             if not payload:
                 continue
-            doc = json.loads(payload)
+            data = payload.encode()
             if topic == topics.status(self.session_id):
-                self.engine_status = doc
+                self.engine_status = msgspec.to_builtins(decode_engine_status(data))
             elif "/consumers/" in topic:
-                self.health[doc.get("consumer", topic)] = doc
+                health = decode_consumer_health(data)
+                self.health[health.consumer] = msgspec.to_builtins(health)
             elif retain == "0":  # a state published during the run
                 seconds, _, nanos = stamp.partition(".")
+                state = decode_state_stamp(data)
                 with self.lock:
-                    self.states.setdefault(doc["projection"], []).append(
-                        (doc["epoch"], doc["seq"], int(seconds) * 10**9 + int(nanos)))
+                    self.states.setdefault(state.projection, []).append(
+                        (state.epoch, state.seq, int(seconds) * 10**9 + int(nanos)))
 
     def load_events(self, path: Path) -> None:
         """The events recorded (``user properties|payload``): seq -> engine publish time."""

@@ -12,12 +12,14 @@ runner treats them alike:
 * ``JournalCatchup`` reads the engine's journal file (JSON lines, one event per
   line, every epoch) when the consumer runs beside it (``--journal PATH``). It
   indexes the byte offset of every line once, incrementally, so a catch-up of a
-  range reads only that range.
+  range reads only that range; a journal deleted or replaced is indexed anew. Its
+  replies name the log id of the SessionStarted that opens the latest epoch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,10 +33,11 @@ from paho.mqtt.properties import Properties
 
 from simulator import topics
 from simulator.contract import (
-    SCHEMA_VERSION,
     CatchupReply,
     CatchupRequest,
     Event,
+    SessionStarted,
+    decode_catchup_reply,
     decode_event,
     encode,
 )
@@ -51,9 +54,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
-
-_json_reply: Final = msgspec.json.Decoder(CatchupReply)
-_msgpack_reply: Final = msgspec.msgpack.Decoder(CatchupReply)
 
 
 class CatchupUnavailable(LapcastError):
@@ -75,20 +75,8 @@ def reply_topic(session_id: str, consumer: str, client_id: str) -> str:
     return f"{topics.catchup_reply_prefix(session_id)}/{consumer}/{client_id}"
 
 
-def decode_reply(payload: bytes) -> CatchupReply:
-    """A reply chunk, JSON or msgpack; ``ContractError`` names the offending field."""
-    json = payload.lstrip()[:1] == b"{"
-    try:
-        reply = (_json_reply if json else _msgpack_reply).decode(payload)
-    except msgspec.DecodeError as exc:
-        raise ContractError(f"catch-up reply: {exc}") from exc
-    for event in reply.events:
-        if event.schema_version > SCHEMA_VERSION:
-            raise ContractError(
-                f"catch-up reply: unknown schema version {event.schema_version} "
-                f"at `$.events[].schema_version` (seq {event.seq})"
-            )
-    return reply
+# The contract's decoder, under the name this module has always exported.
+decode_reply = decode_catchup_reply
 
 
 class MqttCatchup:
@@ -189,14 +177,26 @@ class JournalCatchup:
         self._offsets: dict[int, list[int]] = {}
         self._indexed_to = 0
         self._line_no = 0
+        self._file: tuple[int, int] | None = None  # (device, inode) indexed
+
+    def _forget(self) -> None:
+        self._offsets.clear()
+        self._indexed_to = 0
+        self._line_no = 0
 
     def _index(self) -> None:
-        """Index the complete lines appended since the last call."""
+        """Index the complete lines appended since the last call (all of them again if
+        the file was deleted or replaced: a new journal)."""
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
+            self._forget()
             return  # the engine has not written anything yet
         with handle:
+            stat = os.fstat(handle.fileno())
+            if (stat.st_dev, stat.st_ino) != self._file or stat.st_size < self._indexed_to:
+                self._forget()
+                self._file = (stat.st_dev, stat.st_ino)
             handle.seek(self._indexed_to)
             offset = self._indexed_to
             for line in handle:
@@ -226,9 +226,23 @@ class JournalCatchup:
                 # else: a line repeated (an engine restarted on the same journal)
             self._indexed_to = offset
 
-    def _read(self, request: CatchupRequest) -> tuple[list[Event], int, int]:
+    def _log_id(self, epoch: int) -> str:
+        """The log id on the SessionStarted that opens ``epoch`` ("" if none)."""
+        offsets = self._offsets.get(epoch)
+        if not offsets:
+            return ""
+        with self.path.open("rb") as handle:
+            handle.seek(offsets[0])
+            try:
+                first = decode_event(handle.readline())
+            except ContractError:
+                return ""
+        return first.log_id if isinstance(first, SessionStarted) else ""
+
+    def _read(self, request: CatchupRequest) -> tuple[list[Event], int, int, str]:
         self._index()
         current_epoch = max(self._offsets, default=request.epoch)
+        log_id = self._log_id(current_epoch)
         offsets = self._offsets.get(request.epoch, [])
         last_seq = len(offsets)
         to_seq = min(request.to_seq or last_seq, last_seq)
@@ -244,10 +258,10 @@ class JournalCatchup:
                         raise CatchupUnavailable(
                             f"{self.path}: epoch {request.epoch} seq {number}: {exc}"
                         ) from exc
-        return events, last_seq, current_epoch
+        return events, last_seq, current_epoch, log_id
 
     async def fetch(self, request: CatchupRequest) -> AsyncIterator[CatchupReply]:
-        events, last_seq, current_epoch = await asyncio.to_thread(self._read, request)
+        events, last_seq, current_epoch, log_id = await asyncio.to_thread(self._read, request)
         # Chunked like the engine's replies, so the runner interleaves live messages.
         for start in range(0, max(len(events), 1), self.chunk):
             part = events[start:start + self.chunk]
@@ -257,6 +271,7 @@ class JournalCatchup:
                 final=start + self.chunk >= len(events),
                 last_seq=last_seq,
                 current_epoch=current_epoch,
+                log_id=log_id,
             )
 
 

@@ -62,6 +62,11 @@ class CatchupLoop:
         self.offer: Callable[[Event, int | None], None] = _not_wired
         # Where the end of the log a reply names goes too: the hot path's belief.
         self.announced: Callable[[int, int], None] = _nobody
+        # What a reply says about the engine's log and epoch (``Inbound.engine_names_log``):
+        # True if the state was dropped, which voids the rest of the answer.
+        self.names_log: Callable[[str, int | None], bool] = lambda log_id, epoch: False
+        # A refusal of an epoch older than the engine's: True if the state was dropped.
+        self.epoch_refused: Callable[[int, int, str], bool] = lambda e, c, error: False
         self._journal = JournalCatchup(journal, session_id=session_id) if journal else None
         self._where = str(journal) if journal else reply_topic
         self._source: CatchupSource | None = self._journal
@@ -125,15 +130,21 @@ class CatchupLoop:
         replies: Any = self._source.fetch(request)  # an async generator
         async with contextlib.aclosing(replies):
             async for reply in replies:
-                await self._take(request, reply)
+                if not await self._take(request, reply):
+                    return
 
-    async def _take(self, request: CatchupRequest, reply: CatchupReply) -> None:
+    async def _take(self, request: CatchupRequest, reply: CatchupReply) -> bool:
+        """Take one chunk; False if the rest of the answer is void."""
+        if self.names_log(reply.log_id, reply.current_epoch):
+            return False  # another log, or our epoch is gone: folding from the start
         if reply.current_epoch > request.epoch:
             # A backward seek (or a new engine run) voided the epoch asked for.
             self.sequencer.learn_epoch(reply.current_epoch)
             self.announced(reply.current_epoch, 0)
-            return
+            return False
         if reply.error:
+            if self.epoch_refused(request.epoch, reply.current_epoch, reply.error):
+                return False
             raise CatchupUnavailable(f"catch-up of epoch {request.epoch} seq "
                                      f"{request.from_seq}.. refused: {reply.error}")
         offer = self.offer
@@ -151,6 +162,7 @@ class CatchupLoop:
             self.health.track_lag()
         # Let live messages and publications through between two chunks.
         await asyncio.sleep(0)
+        return True
 
 
 def _nobody(epoch: int, last_seq: int) -> None:

@@ -63,11 +63,16 @@ class Checkpoint:
     published_at_ns: int = 0
     # Session time of the last event applied, for the state stamp.
     session_time_ms: int = 0
+    # The log the state belongs to (``simulator.logid``), "" if the engine never named
+    # one; None in a checkpoint written before log ids: an unknown log, which the
+    # runner never resumes.
+    log_id: str | None = ""
 
     def folder(self, consumer: Consumer[Any]) -> Folder[Any]:
         """A folder for ``consumer`` resumed at this checkpoint."""
         folder: Folder[Any] = Folder(consumer)
         folder.epoch, folder.seq, folder.state = self.epoch, self.seq, self.state
+        folder.log_id = self.log_id or ""
         return folder
 
 
@@ -87,6 +92,7 @@ def encode(checkpoint: Checkpoint, path: Path | None = None) -> bytes:
         "seq": checkpoint.seq,
         "published_at_ns": checkpoint.published_at_ns,
         "session_time_ms": checkpoint.session_time_ms,
+        "log_id": checkpoint.log_id,
         "state": checkpoint.state,
     }
     try:
@@ -196,6 +202,8 @@ def load(path: Path, *, session_id: str, consumer: str) -> Checkpoint | None:
             reason = f"belongs to consumer {data.get('consumer')!r}, not {consumer!r}"
         elif not all(isinstance(data.get(k), int) and data[k] >= 0 for k in ("epoch", "seq")):
             reason = "has no valid (epoch, seq)"
+        elif not isinstance(data.get("log_id", ""), str | None):
+            reason = "has no valid log id"
     if reason is not None:
         aside = path.with_name(path.name + ".unusable")
         with contextlib.suppress(OSError):
@@ -211,4 +219,5 @@ def load(path: Path, *, session_id: str, consumer: str) -> Checkpoint | None:
         state=data["state"],
         published_at_ns=int(data.get("published_at_ns", 0)),
         session_time_ms=int(data.get("session_time_ms", 0)),
+        log_id=data.get("log_id"),
     )

@@ -150,7 +150,7 @@ class CheckpointSchedule:
             payload = checkpoint.encode(checkpoint.Checkpoint(
                 session_id=self.session_id, consumer=self.consumer, epoch=folder.epoch,
                 seq=folder.seq, state=folder.state, published_at_ns=self.stamps.published_at_ns,
-                session_time_ms=self.stamps.session_time_ms,
+                session_time_ms=self.stamps.session_time_ms, log_id=folder.log_id,
             ), self.path)
         except checkpoint.CheckpointError as exc:
             log.error("checkpoint failed", error=str(exc))

@@ -16,11 +16,11 @@ import base64
 from typing import Final
 
 import aiomqtt
-import msgspec
 import structlog
 
 from consumers.guard import Refusal
 from consumers.health import Counters
+from simulator.contract import DeadLetter, encode
 
 __all__ = ["MAX_KEPT", "DeadLetter", "DeadLetterOutbox", "dead_letter"]
 
@@ -29,19 +29,10 @@ log = structlog.get_logger()
 MAX_KEPT: Final = 64 * 1024
 
 
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    consumer: str
-    topic: str
-    reason: str
-    payload_base64: str
-    size: int
-    truncated: bool = False
-
-
 def dead_letter(*, consumer: str, topic: str, reason: str, payload: bytes) -> bytes:
     """The JSON document published on the dead-letter topic."""
     kept = payload[:MAX_KEPT]
-    return msgspec.json.encode(DeadLetter(
+    return encode(DeadLetter(
         consumer=consumer,
         topic=topic,
         reason=reason,

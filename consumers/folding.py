@@ -24,13 +24,23 @@ S = TypeVar("S")
 class Folder(Generic[S]):
     """The state of one consumer and the position ``(epoch, seq)`` it reflects."""
 
-    __slots__ = ("consumer", "epoch", "seq", "state")
+    __slots__ = ("consumer", "epoch", "log_id", "seq", "state")
 
     def __init__(self, consumer: Consumer[S]) -> None:
         self.consumer = consumer
         self.state: S = consumer.initial()
         self.epoch = 0
         self.seq = 0
+        # The log the state belongs to (``simulator.logid``): "" while unknown. The live
+        # runner sets it from the engine's word; the fold never looks at it.
+        self.log_id = ""
+
+    def restart(self, log_id: str = "") -> None:
+        """Drop the state: fold (the log ``log_id``) from the start."""
+        self.state = self.consumer.initial()
+        self.epoch = 0
+        self.seq = 0
+        self.log_id = log_id
 
     def apply(self, event: Event) -> bool:
         """Apply ``event`` if it is the next one; False if it was already applied.
@@ -60,7 +70,7 @@ class Folder(Generic[S]):
     # Checkpoints pickle the folder: state and position always travel together.
     def __getstate__(self) -> dict[str, Any]:
         return {"name": self.consumer.name, "epoch": self.epoch, "seq": self.seq,
-                "state": self.state}
+                "state": self.state, "log_id": self.log_id}
 
     def __setstate__(self, data: dict[str, Any]) -> None:
         from consumers.registry import load_consumer
@@ -69,6 +79,7 @@ class Folder(Generic[S]):
         self.epoch = data["epoch"]
         self.seq = data["seq"]
         self.state = data["state"]
+        self.log_id = data.get("log_id", "")
 
 
 def fold_all(consumers: Iterable[Consumer[Any]], events: Iterable[Event]) -> list[Folder[Any]]:

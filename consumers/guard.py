@@ -18,16 +18,16 @@ counts the refusals.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Final
 
-import msgspec
-
+from simulator import contract
 from simulator.contract import Event, decode_message, events_of
 from simulator.errors import ContractError
 
 __all__ = [
     "ENGINE_STATES",
     "MAX_META_BYTES",
+    "EngineLost",
     "EngineStatus",
     "Refusal",
     "check_events",
@@ -35,7 +35,12 @@ __all__ = [
     "check_status",
 ]
 
-ENGINE_STATES: Final = frozenset({"running", "paused", "finished", "stopped"})
+# The states of a status that says where the engine's log ends.
+ENGINE_STATES: Final = frozenset({"running", "paused", "finished", "stopped", "error"})
+
+# The status types, as the contract has them (this module's names before).
+EngineStatus = contract.EngineStatus
+EngineLost = contract.EngineLost
 
 # The engine's SessionStarted carries the whole entry list (~170 bytes a car: 3.4 MB at
 # the 20,000 cars `lapcast synth` accepts at most). A message that opens with it (alone,
@@ -51,23 +56,6 @@ class Refusal:
 
     reason: str
     forged: bool = True
-
-
-class EngineStatus(msgspec.Struct):
-    """The fields of the engine's retained status a consumer relies on (others ignored)."""
-
-    state: str
-    session_id: str = ""
-    epoch: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    last_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    # The last seq the engine journaled (its head as announced): at least every seq
-    # on the wire. Absent from older engines.
-    head_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    # Set on contract messages (a CatchupReply has one), never on a status.
-    type: str | None = None
-
-
-_status_decoder: Final = msgspec.json.Decoder(EngineStatus)
 
 
 def check_events(payload: bytes, *, retained: bool, session_id: str,
@@ -93,23 +81,22 @@ def check_events(payload: bytes, *, retained: bool, session_id: str,
     return events
 
 
-def check_status(payload: bytes, *, session_id: str) -> EngineStatus | Refusal:
+def check_status(payload: bytes, *,
+                 session_id: str) -> contract.EngineStatus | contract.EngineLost | Refusal:
     """This session's engine status (or its last will, state ``lost``), or why not.
 
     Only the engine's own status may move the head: anything else shaped like it
     would send the consumer after events that do not exist.
     """
     try:
-        status = _status_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+        status = contract.decode_engine_status(payload)
+    except ContractError as exc:
         return Refusal(reason=f"not an engine status: {exc}")
-    if status.state == "lost":
+    if isinstance(status, contract.EngineLost) or status.state == "lost":
         return status
-    if (status.type is not None or status.state not in ENGINE_STATES
-            or status.session_id != session_id or status.epoch is None
-            or status.last_seq is None):
+    if status.state not in ENGINE_STATES or status.session_id != session_id:
         return Refusal(reason=f"not this session's engine status (state {status.state!r}, "
-                              f"session {status.session_id!r}, type {status.type!r})")
+                              f"session {status.session_id!r})")
     return status
 
 
@@ -121,16 +108,12 @@ def check_own_state(payload: bytes, *, projection: str, session_id: str,
     ``head`` is the end of the engine's log, when known: a stamp beyond it is forged.
     """
     try:
-        doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        return Refusal(reason="retained state is not a JSON object")
-    if doc.get("projection") != projection or doc.get("session_id") != session_id:
+        doc = contract.decode_state(payload)
+    except ContractError as exc:
+        return Refusal(reason=f"retained state is not a state document: {exc}")
+    if doc.projection != projection or doc.session_id != session_id:
         return Refusal(reason="retained state names another projection or session")
-    stamp = (doc.get("epoch"), doc.get("seq"))
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in stamp):
-        return Refusal(reason="retained state has no (epoch, seq) stamp to check")
+    stamp = (doc.epoch, doc.seq)
     if head is not None and stamp > head:
         return Refusal(reason=f"retained state stamped epoch {stamp[0]} seq {stamp[1]}, "
                               f"beyond the engine's log {head}")

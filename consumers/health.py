@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 
+from consumers.identity import LogIdentity
 from consumers.sequencer import Sequencer
+from simulator.contract import ConsumerHealth, ConsumerLost, ConsumerState, encode
 
 __all__ = ["Counters", "Health"]
 
@@ -42,6 +44,8 @@ class Health:
         self.counters = counters
         # Set once the runner is stopping: the last health says "stopped".
         self.stopping = False
+        # Says why the state was last dropped, if it was (set by the runner).
+        self.identity: LogIdentity | None = None
         self._behind_since_ns: int | None = None
 
     def track_lag(self) -> None:
@@ -51,11 +55,12 @@ class Health:
         elif self._behind_since_ns is None:
             self._behind_since_ns = time.time_ns()
 
-    def document(self) -> dict[str, Any]:
+    def report(self) -> ConsumerHealth:
         seq = self.sequencer
         folder = seq.folder
         lag_events = seq.lag_events
         behind = self._behind_since_ns
+        state: ConsumerState
         if self.stopping:
             state = "stopped"
         elif seq.caught_up:
@@ -63,35 +68,43 @@ class Health:
         else:
             state = "catching-up"
         counters = self.counters
-        return {
-            "consumer": self.consumer,
-            "session_id": self.session_id,
-            "client_id": self.client_id,
-            "state": state,
-            "events_applied": counters.events_applied,
-            "epoch": folder.epoch,
-            "last_seq": folder.seq,
-            "head_epoch": seq.head_epoch,
-            "head_seq": seq.head_seq,
-            "lag_events": lag_events,
+        identity = self.identity
+        return ConsumerHealth(
+            consumer=self.consumer,
+            session_id=self.session_id,
+            client_id=self.client_id,
+            state=state,
+            events_applied=counters.events_applied,
+            epoch=folder.epoch,
+            last_seq=folder.seq,
+            head_epoch=seq.head_epoch,
+            head_seq=seq.head_seq,
+            lag_events=lag_events,
             # How long the consumer has been behind the engine's log (0 when caught up).
-            "lag_ms": (time.time_ns() - behind) // 1_000_000 if lag_events and behind else 0,
-            "pending": seq.pending,
-            "dead_letters": counters.dead_letters,
-            "refused": counters.refused,
-            "duplicates": seq.counts.duplicates,
-            "catchups": counters.catchups,
-            "reconnects": counters.reconnects,
-            "checkpoints": counters.checkpoints,
+            lag_ms=(time.time_ns() - behind) // 1_000_000 if lag_events and behind else 0,
+            pending=seq.pending,
+            dead_letters=counters.dead_letters,
+            refused=counters.refused,
+            duplicates=seq.counts.duplicates,
+            catchups=counters.catchups,
+            reconnects=counters.reconnects,
+            checkpoints=counters.checkpoints,
+            log_id=folder.log_id,
+            reset=msgspec.UNSET if identity is None or identity.reset is None
+            else identity.reset,
             # Copies of a seq found to differ from the engine's own (dead-lettered).
-            "conflicts": seq.counts.conflicts,
-        }
+            conflicts=seq.counts.conflicts,
+        )
+
+    def document(self) -> dict[str, Any]:
+        """The health as plain data (what ``payload`` encodes)."""
+        doc: dict[str, Any] = msgspec.to_builtins(self.report())
+        return doc
 
     def payload(self) -> bytes:
-        return msgspec.json.encode(self.document())
+        return encode(self.report())
 
     def lost_payload(self) -> bytes:
         """The last will: what the broker publishes if the consumer vanishes."""
-        return msgspec.json.encode({"state": "lost", "consumer": self.consumer,
-                                    "session_id": self.session_id,
-                                    "client_id": self.client_id})
+        return encode(ConsumerLost(state="lost", consumer=self.consumer,
+                                   session_id=self.session_id, client_id=self.client_id))

@@ -35,6 +35,7 @@ from consumers.checkpoint_schedule import CheckpointSchedule
 from consumers.dead_letter import DeadLetterOutbox
 from consumers.folding import Folder
 from consumers.health import Counters, Health
+from consumers.identity import LogIdentity
 from consumers.publisher import Publisher
 from consumers.sequencer import Offer, Sequencer
 from consumers.stamps import Stamps, published_at
@@ -62,7 +63,7 @@ class Inbound:
                  max_payload_bytes: int, sequencer: Sequencer, stamps: Stamps,
                  counters: Counters, health: Health, publisher: Publisher,
                  outbox: DeadLetterOutbox, checkpoints: CheckpointSchedule,
-                 catchup: CatchupLoop) -> None:
+                 catchup: CatchupLoop, identity: LogIdentity) -> None:
         self.consumer = consumer
         self.session_id = session_id
         self.events_topic = events_topic
@@ -78,6 +79,7 @@ class Inbound:
         self.outbox = outbox
         self.checkpoints = checkpoints
         self.catchup = catchup
+        self.identity = identity
         self._dirty = publisher.dirty
         self._wake = catchup.wake
         # What the engine has announced: live events beyond it wait (belief.py).
@@ -241,10 +243,10 @@ class Inbound:
         if isinstance(status, guard.Refusal):
             self.outbox.reject(self.status_topic, payload, status)
             return
-        if status.state == "lost":
-            self._engine_up = False  # the engine's last will
+        if isinstance(status, guard.EngineLost) or status.state == "lost":
+            self._engine_up = False  # the engine's last will, or its own word
             return
-        assert status.epoch is not None and status.last_seq is not None
+        self.engine_names_log(status.log_id, status.epoch)
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.
         self.sequencer.learn_head(status.epoch, status.last_seq, synced=True)
@@ -262,6 +264,17 @@ class Inbound:
         self.health.track_lag()
         self._wake.set()
         self._dirty.set()
+
+    def engine_names_log(self, log_id: str, epoch: int | None) -> bool:
+        """The engine (status, catch-up reply) says which log it replays and at which
+        epoch: a state of another log, or of an epoch gone, is dropped
+        (``consumers.identity``). True if it was."""
+        if not self.identity.engine_says(log_id, epoch):
+            return False
+        self.publisher.replace_state()
+        self.health.track_lag()
+        self._wake.set()
+        return True
 
     def on_own_state(self, payload: bytes) -> None:
         """Our retained state as the broker holds it: never trusted, only checked."""

@@ -15,10 +15,9 @@ from typing import Any, Final
 import msgspec
 
 from consumers.api import rows_of
+from simulator.contract import StateChanges, StateDocument, encode
 
 __all__ = ["Rendered", "StateRenderer"]
-
-_encoder: Final = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,27 +44,22 @@ class StateRenderer:
         session_time_ms: int,
         published_at_ns: int,
         view: Any,
+        log_id: str = "",
     ) -> Rendered:
         # A copy in plain builtins: the fold may go on mutating its own objects.
         plain = msgspec.to_builtins(view)
-        stamp = {
-            "projection": self.projection,
-            "session_id": self.session_id,
-            "epoch": epoch,
-            "seq": seq,
-        }
-        state = _encoder.encode({
-            **stamp,
-            "session_time_ms": session_time_ms,
+        state = encode(StateDocument(
+            projection=self.projection, session_id=self.session_id, epoch=epoch, seq=seq,
+            session_time_ms=session_time_ms,
             # Latest engine publish time among the events reflected: latency probes.
-            "published_at_ns": published_at_ns,
-            "state": plain,
-        })
+            published_at_ns=published_at_ns, log_id=log_id, state=plain))
         rows = rows_of(plain)
         changes: dict[str, Any] = {k: v for k, v in rows.items() if self._rows.get(k, _GONE) != v}
         changes.update({k: None for k in self._rows if k not in rows})
         self._rows = rows
-        payload = _encoder.encode({**stamp, "changes": changes}) if changes else None
+        payload = encode(StateChanges(
+            projection=self.projection, session_id=self.session_id, epoch=epoch, seq=seq,
+            changes=changes)) if changes else None
         return Rendered(state=state, changes=changes, changes_payload=payload)
 
 

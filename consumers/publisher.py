@@ -117,6 +117,7 @@ class Publisher:
                 epoch=folder.epoch, seq=folder.seq,
                 session_time_ms=self.stamps.session_time_ms,
                 published_at_ns=self.stamps.published_at_ns, view=folder.view(),
+                log_id=folder.log_id,
             )
             self._render_s = time.perf_counter() - started
             self._published_pos, self._force_state = position, False

@@ -39,6 +39,7 @@ from consumers.checkpoint_schedule import CHECKPOINT_BUDGET, CheckpointSchedule
 from consumers.dead_letter import DeadLetterOutbox
 from consumers.folding import Folder
 from consumers.health import Counters, Health
+from consumers.identity import UNKNOWN_CHECKPOINT, LogIdentity
 from consumers.inbound import ConsumerFailed, Inbound
 from consumers.publisher import RENDER_BUDGET, Publisher
 from consumers.sequencer import Sequencer
@@ -88,6 +89,14 @@ class ConsumerRunner:
 
         self.checkpoint_file = checkpoint.checkpoint_path(settings.state_dir, session, name)
         saved = checkpoint.load(self.checkpoint_file, session_id=session, consumer=name)
+        reset = None
+        if saved is not None and saved.log_id is None:
+            # Written before log ids: the state of an unknown log, never resumed.
+            reset = UNKNOWN_CHECKPOINT
+            log.warning("checkpoint of an unknown log: folding from the start",
+                        consumer=name, path=str(self.checkpoint_file), epoch=saved.epoch,
+                        seq=saved.seq)
+            saved = None
         folder = saved.folder(consumer) if saved else Folder(consumer)
         self.sequencer = Sequencer(folder, max_pending=settings.max_pending)
         self.resumed_from = (folder.epoch, folder.seq) if saved else None
@@ -105,6 +114,9 @@ class ConsumerRunner:
             changes_topic=topics.state_changes(session, name), health_topic=self.health_topic,
             publish_ms=settings.publish_ms, health_ms=settings.health_ms)
         dirty = self.publisher.dirty
+        self.identity = LogIdentity(consumer=name, sequencer=self.sequencer,
+                                    stamps=self.stamps, dirty=dirty, reset=reset)
+        self.health_report.identity = self.identity
         self.outbox = DeadLetterOutbox(consumer=name, topic=topics.dead_letter(session),
                                        counters=self.counters, dirty=dirty)
         self.checkpoints = CheckpointSchedule(
@@ -123,9 +135,11 @@ class ConsumerRunner:
             state_topic=self.state_topic, max_payload_bytes=settings.max_payload_bytes,
             sequencer=self.sequencer, stamps=self.stamps, counters=self.counters,
             health=self.health_report, publisher=self.publisher, outbox=self.outbox,
-            checkpoints=self.checkpoints, catchup=self.catchup)
+            checkpoints=self.checkpoints, catchup=self.catchup, identity=self.identity)
         # Caught-up events take the same fold step as live ones, as the engine's copies.
         self.catchup.offer = self.inbound.offer_fetched
+        self.catchup.names_log = self.inbound.engine_names_log
+        self.catchup.epoch_refused = self.identity.epoch_refused
         self._reconnector = Reconnector(
             what=f"consumer {name}", stop=self._stop, on_lost=self._lost,
             backoff=Backoff(min_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s))

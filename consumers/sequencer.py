@@ -166,6 +166,16 @@ class Sequencer:
         """Ask ``missing()`` for an open-ended catch-up (on every (re)connect)."""
         self.needs_sync = True
 
+    def restart(self, log_id: str = "") -> None:
+        """Drop everything: the folder's state, the buffer, the head; fold (the log
+        ``log_id``) from the start, after a sync (``consumers.identity``)."""
+        self.folder.restart(log_id)
+        self._pending.clear()
+        self._heap.clear()
+        self.head_epoch = 0
+        self.head_seq = 0
+        self.needs_sync = True
+
     def _enter_epoch(self, epoch: int) -> None:
         # A backward seek voided every buffered event of the older epochs.
         self.head_epoch = epoch

@@ -14,12 +14,13 @@ from typing import Any, Final
 
 import aiomqtt
 
+from simulator import contract
 from simulator.contract import Event
 
 __all__ = ["PUBLISHED_AT", "Stamps", "published_at"]
 
 # The MQTT v5 user property the engine stamps on every events message.
-PUBLISHED_AT: Final = "published_at_ns"
+PUBLISHED_AT: Final = contract.PUBLISHED_AT
 
 
 def published_at(message: aiomqtt.Message) -> int | None:
@@ -56,6 +57,12 @@ class Stamps:
         if not pending:
             self._buffered.clear()
         self.session_time_ms = applied[-1].session_time_ms
+
+    def restart(self) -> None:
+        """The state was dropped (``consumers.identity``): nothing is reflected yet."""
+        self.published_at_ns = 0
+        self.session_time_ms = 0
+        self._buffered.clear()
 
     def buffered(self, event: Event, stamp: int | None) -> None:
         if stamp:

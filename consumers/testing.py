@@ -26,11 +26,10 @@ import msgspec
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from consumers.runner import PUBLISHED_AT
 from lapcast.topology import Child, ConsumerSpec, stop_popen
 from simulator import topics
 from simulator.connection import parse_broker_url
-from simulator.contract import Batch, Event, encode
+from simulator.contract import PUBLISHED_AT, Batch, EngineState, EngineStatus, Event, encode
 
 __all__ = [
     "TestPublisher",
@@ -123,11 +122,14 @@ class TestPublisher:
             part = list(events[start:start + batch])
             await self.raw(encode(part[0] if len(part) == 1 else Batch(events=part)))
 
-    async def status(self, *, epoch: int, last_seq: int, state: str = "running",
-                     total_events: int = 0) -> None:
-        doc = {"state": state, "session_id": self.session_id, "epoch": epoch,
-               "last_seq": last_seq, "total_events": total_events}
-        await self._client.publish(topics.status(self.session_id), msgspec.json.encode(doc),
+    async def status(self, *, epoch: int, last_seq: int, state: EngineState = "running",
+                     total_events: int = 0, log_id: str = "") -> None:
+        """An engine status as the engine writes it, the figures not given zero."""
+        status = EngineStatus(
+            state=state, session_id=self.session_id, epoch=epoch, last_seq=last_seq,
+            total_events=total_events, session_time_ms=0, end_ms=0, speed=1.0, lag_ms=0,
+            events_published=last_seq, batch=1, encoding="json", log_id=log_id)
+        await self._client.publish(topics.status(self.session_id), encode(status),
                                    qos=1, retain=True)
 
 

@@ -21,6 +21,9 @@ by topic, for other languages (``lapcast schema``). Rules it keeps:
   ``null``), so a document is byte for byte what the writer always put on the wire.
 * Each message kind has one typed decoder (``decode_*``), JSON or msgpack sniffed by
   ``sniff_encoding``, raising ``ContractError`` that names the message and the field.
+* A log has an id, ``log_id`` (``simulator.logid``): on the ``SessionStarted`` the engine
+  publishes (so on meta), in its status and catch-up replies, in state documents and
+  consumer health. ``""`` means unknown (a writer older than log ids).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ __all__ = [
     "SpeedFactor",
     "StateChanges",
     "StateDocument",
+    "StateStamp",
     "TimePenalty",
     "changes_decoder",
     "decode_catchup_reply",
@@ -98,6 +102,7 @@ __all__ = [
     "decode_meta",
     "decode_state",
     "decode_state_changes",
+    "decode_state_stamp",
     "encode",
     "events_of",
     "sniff_encoding",
@@ -209,6 +214,9 @@ class SessionStarted(EventBase, frozen=True, kw_only=True):
     # publication, as dotted paths ("scheduled_start", "entries.25.drivers",
     # "championship.standings.51.places"). Empty for real timing exports.
     synthesized: list[str] = []
+    # The log this event opens (``simulator.logid``): set by the engine as it publishes,
+    # empty in a source and in journals written before log ids.
+    log_id: str = ""
 
 
 class LapCompleted(EventBase, frozen=True, kw_only=True):
@@ -334,6 +342,9 @@ class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fiel
     last_seq: int = 0
     current_epoch: int = 1
     error: str | None = None
+    # The log the engine is replaying (``simulator.logid``); empty from an engine (or a
+    # journal) older than log ids.
+    log_id: str = ""
 
 
 # --- control commands (``.../control``) and their answers (on ``.../status``) ---------
@@ -453,6 +464,9 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | msgspec.UnsetType = msgspec.UNSET
     accepted: Accepted | msgspec.UnsetType = msgspec.UNSET
     rejected: Rejection | msgspec.UnsetType = msgspec.UNSET
+    # The log being replayed (``simulator.logid``): the same for every run of the same
+    # source with the same options, different for any other log.
+    log_id: str = ""
 
 
 class EngineLost(msgspec.Struct, frozen=True, kw_only=True):
@@ -481,7 +495,21 @@ class StateDocument(msgspec.Struct, Generic[V], frozen=True, kw_only=True):
     session_time_ms: int
     # The latest engine publish time (``published_at_ns``) among the events reflected.
     published_at_ns: NonNegativeInt
+    # The log the stamp is a position in (empty: unknown, an engine older than log ids).
+    log_id: str = ""
     state: V
+
+
+class StateStamp(msgspec.Struct, frozen=True, kw_only=True):
+    """The stamp of a state document alone, decoded without its view (latency probes
+    read thousands of them a second)."""
+
+    projection: str = ""
+    session_id: str = ""
+    epoch: NonNegativeInt = 0
+    seq: NonNegativeInt = 0
+    published_at_ns: NonNegativeInt = 0
+    log_id: str = ""
 
 
 class StateChanges(msgspec.Struct, Generic[R], frozen=True, kw_only=True):
@@ -522,6 +550,11 @@ class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
     catchups: NonNegativeInt
     reconnects: NonNegativeInt
     checkpoints: NonNegativeInt
+    # The log the folded state belongs to (empty until the engine has named it).
+    log_id: str = ""
+    # Why the consumer last dropped its state and folded from the start, e.g.
+    # ``log changed``; absent when it never did.
+    reset: str | msgspec.UnsetType = msgspec.UNSET
     # Copies of a seq that differed from the engine's own: dead-lettered, the fold redone.
     conflicts: NonNegativeInt = 0
 
@@ -718,6 +751,14 @@ def changes_decoder(row_type: Any = Any) -> Decoder[StateChanges[Any]]:
 
 def decode_state(payload: bytes, view_type: Any = Any) -> StateDocument[Any]:
     return state_decoder(view_type).decode(payload, "json")
+
+
+_state_stamp: Final[Decoder[StateStamp]] = Decoder(StateStamp, "state document")
+
+
+def decode_state_stamp(payload: bytes) -> StateStamp:
+    """Only the stamp of a state document (its view is skipped, not decoded)."""
+    return _state_stamp.decode(payload, "json")
 
 
 def decode_state_changes(payload: bytes, row_type: Any = Any) -> StateChanges[Any]:

@@ -370,6 +370,17 @@ class TestBoardStore:
         store.offer(topic("status"), status(state="lost"))
         assert not store.snapshot().finished
 
+    def test_engine_error_shows_its_reason(self) -> None:
+        """An engine whose journal failed says ``error`` with the reason, in red."""
+        store = full_store()
+        store.offer(topic("status"), status(
+            state="error", reason="journal j.jsonl: cannot write: No space left on device"))
+        text = text_of(store.snapshot())
+        assert "engine error (journal j.jsonl: cannot write: No space left on device)" in text
+        assert not store.snapshot().finished
+        assert [s for s in styles_of(store.snapshot(), "No space left") if s.color
+                and s.color.name == "red"]
+
     def test_consumer_health_in_the_footer(self) -> None:
         """Each consumer's health shows on the board, a lost one in red."""
         store = full_store()

@@ -19,6 +19,7 @@ from simulator.connection import parse_broker_url
 from simulator.contract import Batch, SessionStarted, decode_message, encode
 from simulator.errors import ControlError
 from simulator.journal import load, scan
+from simulator.logid import log_id
 from simulator.replay import ReplayEngine, ReplaySettings
 from simulator.replay.pacing import ManualClock
 from simulator.replay.testing import Recorder, generated_source
@@ -240,7 +241,8 @@ class TestSeek:
 class TestRetainedTopics:
     async def test_meta_and_status_are_retained_and_the_end_says_finished(
             self, broker: MosquittoProcess, session_id: str, tmp_path: Path) -> None:
-        """A late subscriber finds meta (the SessionStarted payload) and the final status."""
+        """A late subscriber finds meta (the SessionStarted payload, with the log id) and
+        the final status (naming the same log)."""
         source = generated_source(session_id, cars=3, laps=5)
         engine = ReplayEngine(source, _settings(broker, tmp_path / "s.jsonl", speed=None,
                                                 exit_when_done=True))
@@ -250,8 +252,11 @@ class TestRetainedTopics:
         async with Recorder(parse_broker_url(broker.url), wanted) as late:
             await late.wait_for(lambda r: len(r.messages) >= 2)
         meta = late.on(topics.meta(session_id))[0]
-        assert meta.retain and meta.payload == encode(first)
+        assert engine.log_id == log_id(source.events())
+        assert meta.retain and meta.payload == encode(
+            msgspec.structs.replace(first, log_id=engine.log_id))
         status = msgspec.json.decode(late.on(topics.status(session_id))[-1].payload)
+        assert status["log_id"] == engine.log_id
         assert status["state"] == "finished"
         assert status["last_seq"] == status["total_events"] == engine.total_events
         assert status["events_published"] == engine.total_events

@@ -44,12 +44,16 @@ class TestEvents:
         assert "$" in garbage.reason or "missing" in garbage.reason
 
 
+_STATUS = {"state": "running", "session_id": "s1", "epoch": 1, "last_seq": 5,
+           "total_events": 99, "session_time_ms": 0, "end_ms": 10, "speed": 1.0,
+           "lag_ms": 0, "events_published": 5, "batch": 1, "encoding": "json"}
+
+
 class TestStatus:
     def test_the_engine_status_and_its_will_pass(self) -> None:
         """The engine's status gives the head; its last will says lost."""
-        status = check_status(msgspec.json.encode({
-            "state": "running", "session_id": "s1", "epoch": 2, "last_seq": 40,
-            "total_events": 99}), session_id="s1")
+        status = check_status(msgspec.json.encode({**_STATUS, "epoch": 2, "last_seq": 40}),
+                              session_id="s1")
         assert not isinstance(status, Refusal)
         assert (status.epoch, status.last_seq) == (2, 40)
         lost = check_status(b'{"state":"lost"}', session_id="s1")
@@ -59,9 +63,9 @@ class TestStatus:
         """A catch-up reply, another session's status or junk does not move the head."""
         for payload in (
             encode(CatchupReply(epoch=99, last_seq=0, error="unknown epoch")),
-            msgspec.json.encode({"state": "running", "session_id": "s2", "epoch": 1,
-                                 "last_seq": 5}),
-            msgspec.json.encode({"state": "running", "session_id": "s1", "epoch": -1,
+            msgspec.json.encode({**_STATUS, "session_id": "s2"}),
+            msgspec.json.encode({**_STATUS, "epoch": -1}),
+            msgspec.json.encode({"state": "running", "session_id": "s1", "epoch": 1,
                                  "last_seq": 5}),
             b"[1, 2]",
         ):
@@ -71,7 +75,8 @@ class TestStatus:
 class TestOwnState:
     def test_a_well_stamped_state_is_not_refused(self) -> None:
         """A state of this projection and session, stamped within the log, is not refused."""
-        doc = {"projection": "laps", "session_id": "s1", "epoch": 1, "seq": 4, "state": {}}
+        doc = {"projection": "laps", "session_id": "s1", "epoch": 1, "seq": 4,
+               "session_time_ms": 0, "published_at_ns": 0, "state": {}}
         assert check_own_state(msgspec.json.encode(doc), projection="laps", session_id="s1",
                                head=(1, 10)) is None
 

@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 from support.procs import alive, cmdline, descendants
 
 from lapcast.stress.harness import StressSettings, _Run
 from lapcast.stress.probe import ConsumerTrace
 from lapcast.stress.recorder import EventsTrace, parse_line, seq_range
 from lapcast.stress.report import Latency, event_latencies, max_behind, peak_rate, rate
+from simulator.contract import decode_event
 from simulator.synth import SynthSpec
 
 CLI = [sys.executable, "-m", "lapcast"]
@@ -56,9 +58,14 @@ class TestStressRun:
         # Every event but SessionStarted, one a message, up to --pub-messages.
         assert report["mosquitto_pub"]["messages"] == min(300, events - 1)
         assert report["engine"]["peak_rss_mb"] > 10 and report["broker_peak_rss_mb"] > 0
-        # The run's files stay where asked: the journal is the generated log.
+        # The run's files stay where asked: the journal is the generated log, its
+        # SessionStarted stamped with the log id.
         run = tmp_path / "run"
-        assert (run / "journal.jsonl").read_bytes() == (run / "field.jsonl").read_bytes()
+        journal_lines = (run / "journal.jsonl").read_bytes().splitlines()
+        field_lines = (run / "field.jsonl").read_bytes().splitlines()
+        assert journal_lines[1:] == field_lines[1:]
+        assert msgspec.structs.replace(decode_event(journal_lines[0]), log_id="") == \
+            decode_event(field_lines[0])
 
     def test_paced_run_lingers_into_fuller_messages(self, tmp_path: Path) -> None:
         """At a target rate the engine waits --linger-ms for later events: at 5,000

@@ -52,7 +52,8 @@ _FLAG_STYLES = {
     "RED": "bold white on red",
     "CHEQUERED": "bold black on white",
 }
-_ENGINE_STYLES = {"running": "green", "paused": "yellow", "finished": "cyan", "lost": "bold red"}
+_ENGINE_STYLES = {"running": "green", "paused": "yellow", "finished": "cyan", "lost": "bold red",
+                  "error": "bold red"}
 # Colours of the class bands on WEC timing screens.
 _CLASS_STYLES = {
     "HYPERCAR": "bold red",
@@ -198,6 +199,10 @@ def _engine(status: EngineStatus | None) -> Text:
         text.append("not heard yet", style="yellow")
         return text
     text.append(status.state or "?", style=_ENGINE_STYLES.get(status.state, "bold"))
+    if status.state == "error" and status.reason:
+        # The engine stopped publishing (its journal failed): say why, it is the story.
+        text.append(f" ({status.reason})", style="red")
+        return text
     if isinstance(status.speed, str):
         text.append(f" at {status.speed} speed")
     elif status.speed is not None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from simulator.contract import SessionStarted, decode_event
+from simulator import contract
+from simulator.contract import SessionStarted
 from simulator.errors import ContractError
 
 __all__ = [
@@ -168,6 +169,8 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     total_events: int | None = None
     # Set on the one status published in answer to a refused control command.
     rejected: Rejected | None = None
+    # Why the engine stopped publishing (state ``error``: its journal failed) or was lost.
+    reason: str | None = None
 
 
 class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -245,7 +248,4 @@ def decode_consumer_health(payload: bytes) -> ConsumerHealth:
 
 
 def decode_meta(payload: bytes) -> SessionStarted:
-    event = decode_event(payload)
-    if not isinstance(event, SessionStarted):
-        raise ContractError(f"meta: expected a SessionStarted, got a {type(event).__name__}")
-    return event
+    return contract.decode_meta(payload)

@@ -3,8 +3,8 @@
 It runs paho's network thread (not an asyncio loop shared with anything else) and
 stamps every state message with ``time.time_ns()`` on arrival, the clock the engine
 stamps ``published_at_ns`` with (same machine). It decodes only the stamp of a state
-document (``epoch``, ``seq``, ``published_at_ns``) and the health documents whole
-(they are small). The events themselves are recorded by ``recorder``.
+document (``contract.StateStamp``) and the health documents whole (they are small),
+with the contract's decoders. The events themselves are recorded by ``recorder``.
 """
 
 from __future__ import annotations
@@ -13,26 +13,18 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from simulator import topics
+from simulator import contract, topics
 from simulator.connection import NO_DELAY, BrokerSettings
+from simulator.errors import ContractError
 
 __all__ = ["ConsumerTrace", "Probe"]
-
-class _StateStamp(msgspec.Struct):
-    epoch: int = 0
-    seq: int = 0
-    published_at_ns: int = 0
-
-
-_json_stamp: Final = msgspec.json.Decoder(_StateStamp)
-
 
 @dataclass
 class ConsumerTrace:
@@ -109,14 +101,15 @@ class Probe:
             elif topic in self._health_topics:
                 self._on_health(self.consumers[self._health_topics[topic]], bytes(msg.payload))
             elif topic == self.status_topic and msg.payload:
-                self.engine_status = msgspec.json.decode(msg.payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+                self.engine_status = msgspec.to_builtins(
+                    contract.decode_engine_status(bytes(msg.payload)))
+        except ContractError:
             self.undecodable += 1
 
     def _on_state(self, trace: ConsumerTrace, msg: paho.MQTTMessage, now: int) -> None:
         if msg.retain or not msg.payload:
             return  # a retained state is an old one, not a new publication
-        stamp = _json_stamp.decode(msg.payload)
+        stamp = contract.decode_state_stamp(bytes(msg.payload))
         with self.lock:
             trace.states.append((stamp.seq, now, stamp.published_at_ns))
             trace.last_state = bytes(msg.payload)
@@ -124,8 +117,6 @@ class Probe:
     def _on_health(self, trace: ConsumerTrace, payload: bytes) -> None:
         if not payload:
             return
-        doc = msgspec.json.decode(payload)
-        if not isinstance(doc, dict):
-            return
+        doc = msgspec.to_builtins(contract.decode_consumer_health(payload))
         with self.lock:
             trace.health = doc

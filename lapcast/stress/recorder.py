@@ -24,12 +24,13 @@ from typing import Final
 import msgspec
 
 from lapcast.topology import Child, ProcessSpec
+from simulator import contract
 from simulator.connection import BrokerSettings
 from simulator.errors import LapcastError
 
 __all__ = ["PUBLISHED_AT", "EventsRecorder", "EventsTrace", "client_options", "mosquitto_env"]
 
-PUBLISHED_AT: Final = "published_at_ns"
+PUBLISHED_AT: Final = contract.PUBLISHED_AT
 _FORMAT: Final = "%t %U %P %p"
 
 

@@ -28,7 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from simulator import topics
-from simulator.contract import CatchupReply, CatchupRequest
+from simulator.contract import CatchupReply, decode_catchup_request
+from simulator.errors import ContractError
 from simulator.journal import JournalWriter
 
 __all__ = ["CHUNK_EVENTS", "CatchupService"]
@@ -37,27 +38,28 @@ CHUNK_EVENTS: Final = 1000
 
 log = structlog.get_logger()
 
-_json_request: Final = msgspec.json.Decoder(CatchupRequest)
-_msgpack_request: Final = msgspec.msgpack.Decoder(CatchupRequest)
 _encoder: Final = msgspec.json.Encoder()
 
 
 def _reply(epoch: int, lines: list[bytes], *, final: bool, last_seq: int,
-           current_epoch: int, error: str | None = None) -> bytes:
+           current_epoch: int, error: str | None = None, log_id: str = "") -> bytes:
     # The lines are already the events' JSON: msgspec.Raw splices them in untouched
     # (the encoder does not type-check, so a list of Raw stands for list[Event]).
     events: Any = [msgspec.Raw(line) for line in lines]
     return _encoder.encode(CatchupReply(epoch=epoch, events=events, final=final,
                                         last_seq=last_seq, current_epoch=current_epoch,
-                                        error=error))
+                                        error=error, log_id=log_id))
 
 
 class CatchupService:
     """Answers catch-up requests from a journal the engine keeps writing."""
 
     def __init__(self, journal: JournalWriter, *, current_epoch: Callable[[], int],
-                 session_id: str, chunk_events: int = CHUNK_EVENTS) -> None:
+                 session_id: str, chunk_events: int = CHUNK_EVENTS,
+                 log_id: str = "") -> None:
         self.journal = journal
+        # The log the engine replays, named in every reply (``simulator.logid``).
+        self.log_id = log_id
         # Replies go only below this prefix: the engine's user may write events, meta
         # and status, so a request naming one of those as its response topic would
         # otherwise make the engine forge them (a consumer's user could steer it).
@@ -70,11 +72,10 @@ class CatchupService:
         """The encoded reply chunks to one request payload, in order."""
         current = self.current_epoch()
         try:
-            decoder = _json_request if payload.lstrip()[:1] == b"{" else _msgpack_request
-            request = decoder.decode(payload)
-        except msgspec.DecodeError as exc:
+            request = decode_catchup_request(payload)
+        except ContractError as exc:  # names the message: "catch-up request: ..."
             yield _reply(0, [], final=True, last_seq=0, current_epoch=current,
-                         error=f"bad catch-up request: {exc}")
+                         log_id=self.log_id, error=f"bad {exc}")
             return
         journal = self.journal
         if request.epoch not in journal.index.epochs and request.epoch != current:
@@ -82,20 +83,22 @@ class CatchupService:
             held = (f"epoch {known[0]}" if len(known) == 1
                     else f"epochs {known[0]}..{known[-1]}" if known else "no epoch yet")
             yield _reply(request.epoch, [], final=True, last_seq=0, current_epoch=current,
+                         log_id=self.log_id,
                          error=f"unknown epoch {request.epoch} (the journal holds {held})")
             return
         last = journal.last_seq(request.epoch)
         to_seq = last if request.to_seq is None else min(request.to_seq, last)
         seq = request.from_seq
         if seq > to_seq:
-            yield _reply(request.epoch, [], final=True, last_seq=last, current_epoch=current)
+            yield _reply(request.epoch, [], final=True, last_seq=last, current_epoch=current,
+                         log_id=self.log_id)
             return
         while seq <= to_seq:
             stop = min(seq + self.chunk_events - 1, to_seq)
             lines = journal.read(request.epoch, seq, stop)
             seq = stop + 1
             yield _reply(request.epoch, lines, final=seq > to_seq, last_seq=last,
-                         current_epoch=current)
+                         current_epoch=current, log_id=self.log_id)
 
     async def handle(self, client: Any, message: Any) -> str:
         """Answer one request message (an ``aiomqtt.Message``) on its response topic.
@@ -129,7 +132,7 @@ class CatchupService:
                 log.exception("catch-up request failed")
                 chunk = _reply(0, [], final=True, last_seq=0,
                                current_epoch=self.current_epoch(),
-                               error=f"internal error: {exc}")
+                               error=f"internal error: {exc}", log_id=self.log_id)
                 replies = iter(())
             if chunk is None:
                 break

@@ -16,6 +16,8 @@ from typing import Final, TypeAlias
 
 import msgspec
 
+from simulator import contract
+from simulator.errors import ContractError
 from simulator.replay.bounds import check_speed, shown
 from simulator.timefmt import parse_duration
 
@@ -27,6 +29,8 @@ __all__ = [
     "Resume",
     "Seek",
     "Speed",
+    "accepted",
+    "command_name",
     "describe",
     "parse_command",
     "parse_speed",
@@ -61,26 +65,8 @@ Command: TypeAlias = Pause | Resume | Speed | Seek
 COMMAND_NAMES: Final = ("pause", "resume", "speed", "seek")
 
 
-class Rejection(msgspec.Struct, frozen=True, kw_only=True):
-    """Published on ``status`` as ``"rejected": {"command": ..., "reason": ...}``."""
-
-    command: str | None
-    reason: str
-
-
-# The wire shapes: "factor" and "to" take more than one JSON type.
-class _SpeedWire(msgspec.Struct, frozen=True, tag_field="command", tag="speed",
-                 forbid_unknown_fields=True):
-    factor: float | str
-
-
-class _SeekWire(msgspec.Struct, frozen=True, tag_field="command", tag="seek",
-                forbid_unknown_fields=True):
-    to: int | str
-
-
-_Wire: TypeAlias = Pause | Resume | _SpeedWire | _SeekWire
-_wire_decoder: Final = msgspec.json.Decoder(_Wire)
+# Published on ``status`` as ``"rejected": {"command": ..., "reason": ...}``.
+Rejection = contract.Rejection
 
 
 class _Name(msgspec.Struct):
@@ -134,8 +120,10 @@ def parse_command(payload: bytes) -> Command | Rejection:
     """Decode and validate one control payload."""
     name = _name_of(payload)
     try:
-        wire = _wire_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+        wire = contract.decode_control(payload)
+    except ContractError as error:
+        # msgspec's own words, without the contract's "control command: " prefix.
+        exc = error.__cause__ or error
         if name is None:
             try:
                 msgspec.json.decode(payload)
@@ -150,26 +138,38 @@ def parse_command(payload: bytes) -> Command | Rejection:
         return Rejection(command=name, reason=f"invalid {name} command: {exc}")
     try:
         match wire:
-            case _SpeedWire(factor=factor):
+            case contract.SpeedCommand(factor=factor):
                 return Speed(factor=parse_speed(factor))
-            case _SeekWire(to=to):
+            case contract.SeekCommand(to=to):
                 return Seek(to_ms=_parse_seek(to))
-            case Pause() | Resume():
-                return wire
+            case contract.PauseCommand():
+                return Pause()
+            case contract.ResumeCommand():
+                return Resume()
     except ValueError as exc:
         return Rejection(command=name, reason=str(exc))
     raise AssertionError(f"unhandled command {wire!r}")  # pragma: no cover
 
 
-def describe(command: Command) -> dict[str, object]:
+def accepted(command: Command) -> contract.Accepted:
     """A command as the status topic echoes it back (``"accepted": {...}``)."""
     match command:
         case Speed(factor=factor):
-            return {"command": "speed", "factor": "max" if factor is None else factor}
+            return contract.SpeedAccepted(factor="max" if factor is None else factor)
         case Seek(to_ms=to_ms):
-            return {"command": "seek", "to_ms": to_ms}
+            return contract.SeekAccepted(to_ms=to_ms)
         case Pause():
-            return {"command": "pause"}
+            return contract.PauseAccepted()
         case Resume():
-            return {"command": "resume"}
+            return contract.ResumeAccepted()
     raise AssertionError(command)  # pragma: no cover
+
+
+def command_name(command: Command) -> str:
+    return type(command).__struct_config__.tag  # type: ignore[return-value]
+
+
+def describe(command: Command) -> dict[str, object]:
+    """``accepted`` as plain data."""
+    doc: dict[str, object] = msgspec.to_builtins(accepted(command))
+    return doc

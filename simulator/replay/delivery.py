@@ -28,9 +28,11 @@ from typing import Any, Final
 
 from paho.mqtt.properties import Properties
 
+from simulator import contract
+
 __all__ = ["PUBLISHED_AT", "Delivery", "Outgoing", "PublishedAt"]
 
-PUBLISHED_AT: Final = "published_at_ns"
+PUBLISHED_AT: Final = contract.PUBLISHED_AT
 _USER_PROPERTY: Final = 0x26  # MQTT v5 property identifier of a User Property
 _KEY: Final = len(PUBLISHED_AT).to_bytes(2, "big") + PUBLISHED_AT.encode()
 

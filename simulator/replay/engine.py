@@ -30,16 +30,25 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import msgspec
 import structlog
 
 from simulator import topics
 from simulator.connection import BrokerSettings
-from simulator.contract import Encoding
+from simulator.contract import Encoding, EngineState, EngineStatus
 from simulator.errors import ControlError, LapcastError
 from simulator.journal import DEFAULT_FSYNC_INTERVAL_S, JournalError, JournalWriter
 from simulator.replay import bounds
 from simulator.replay.catchup import CatchupService
-from simulator.replay.control import Command, Pause, Rejection, Resume, Seek, Speed, describe
+from simulator.replay.control import (
+    Command,
+    Pause,
+    Rejection,
+    Resume,
+    Seek,
+    Speed,
+    command_name,
+)
 from simulator.replay.cursor import Cursor, scan
 from simulator.replay.delivery import Delivery, Outgoing
 from simulator.replay.link import LOST_STATUS, BrokerLink
@@ -155,7 +164,8 @@ class ReplayEngine:
         self.session_id = topics.validate_session_id(source.session_id)
         self.clock = clock or MonotonicClock()
         self.stats = ReplayStats()
-        self.total_events, self.end_ms = scan(source)
+        # The log id: the same for every run of this source with these options.
+        self.total_events, self.end_ms, self.log_id = scan(source)
         if settings.start_ms > self.end_ms:
             raise LapcastError(f"--from {format_ms(settings.start_ms, hours=True)} is past the "
                                f"end of the session ({format_ms(self.end_ms, hours=True)})")
@@ -164,7 +174,8 @@ class ReplayEngine:
         self.delivery = Delivery(topics.events(self.session_id), window=settings.window,
                                  on_acked=self._on_acked)
         self.acked: tuple[int, int] = (0, 0)  # (epoch, seq) of the last acknowledged
-        self.status_publisher = StatusPublisher(topics.status(self.session_id), self.status,
+        self.status_publisher = StatusPublisher(topics.status(self.session_id),
+                                                self.status_report,
                                                 interval_s=settings.status_interval_s)
         self._stop = asyncio.Event()
         self.link = BrokerLink(settings=settings, session_id=self.session_id, stats=self.stats,
@@ -252,7 +263,7 @@ class ReplayEngine:
                 case Seek(to_ms=to_ms):
                     self.seek(to_ms)
         except ControlError as exc:
-            return Rejection(command=str(describe(command)["command"]), reason=str(exc))
+            return Rejection(command=command_name(command), reason=str(exc))
         return None
 
     def stop(self) -> None:
@@ -268,7 +279,7 @@ class ReplayEngine:
 
     # --- status -----------------------------------------------------------------------
 
-    def state(self) -> str:
+    def state(self) -> EngineState:
         if self.write_ahead is not None and self.write_ahead.failure is not None:
             return "error"
         if self._finished:
@@ -283,9 +294,14 @@ class ReplayEngine:
         late = None if event is None else self.pacer.lateness(event.session_time_ms)
         return max(0, round(late * 1000)) if late is not None else 0
 
-    def status(self, **extra: Any) -> dict[str, Any]:
-        """The document published (retained) on ``.../status``."""
+    def status_report(self, **extra: Any) -> EngineStatus:
+        """The status published (retained) on ``.../status``."""
         return status_document(self, **extra)
+
+    def status(self, **extra: Any) -> dict[str, Any]:
+        """``status_report`` as plain data (the CLI's progress line, tests)."""
+        doc: dict[str, Any] = msgspec.to_builtins(self.status_report(**extra))
+        return doc
 
     # --- what the parts report --------------------------------------------------------
 
@@ -358,7 +374,8 @@ class ReplayEngine:
             on_failure=self._on_journal_failure)
         self.epoch = journal.last_epoch + 1
         self.publisher = Publisher(
-            cursor=Cursor(self.source, self.epoch), pacer=self.pacer, clock=self.clock,
+            cursor=Cursor(self.source, self.epoch, log_id=self.log_id), pacer=self.pacer,
+            clock=self.clock,
             delivery=self.delivery, write_ahead=write_ahead, stats=self.stats,
             batch=s.batch, linger_ms=s.linger_ms, encoding=s.encoding,
             meta_topic=topics.meta(self.session_id), spawn=self.link.spawn,
@@ -367,11 +384,12 @@ class ReplayEngine:
             control_topic=topics.control(self.session_id),
             catchup_topic=topics.catchup_request(self.session_id),
             catchup=CatchupService(journal, current_epoch=lambda: self.epoch,
-                                   session_id=self.session_id),
+                                   session_id=self.session_id, log_id=self.log_id),
             apply=self.apply, status=self.status_publisher, spawn=self.link.spawn,
             stats=self.stats)
         log.info("replay starting", session=self.session_id, events=self.total_events,
-                 epoch=self.epoch, broker=s.broker.describe(), journal=str(s.journal_path))
+                 epoch=self.epoch, log_id=self.log_id, broker=s.broker.describe(),
+                 journal=str(s.journal_path))
         fsync = asyncio.create_task(write_ahead.fsync_loop())
         try:
             await self.link.run()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import aiomqtt
 import structlog
 
+from simulator import contract
 from simulator.mqtt.backoff import Backoff
 from simulator.mqtt.reconnect import Reconnector
 from simulator.replay.delivery import Delivery
@@ -32,7 +33,7 @@ __all__ = ["LOST_STATUS", "BrokerLink"]
 log = structlog.get_logger()
 
 # The last will on the status topic: what a subscriber sees when the engine dies.
-LOST_STATUS: Final = b'{"state":"lost"}'
+LOST_STATUS: Final = contract.ENGINE_LOST
 
 
 class BrokerLink:

@@ -13,12 +13,11 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
-import msgspec
 import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from simulator.replay.catchup import CatchupService
-from simulator.replay.control import Command, Rejection, describe, parse_command
+from simulator.replay.control import Command, Rejection, accepted, parse_command
 from simulator.replay.status import StatusPublisher
 
 if TYPE_CHECKING:
@@ -71,10 +70,10 @@ class Requests:
         if rejection is not None:
             log.warning("control command rejected", command=rejection.command,
                         reason=rejection.reason)
-            self.spawn(self.status.publish(client, rejected=msgspec.structs.asdict(rejection)))
+            self.spawn(self.status.publish(client, rejected=rejection))
         else:
             assert not isinstance(command, Rejection)
-            self.spawn(self.status.publish(client, accepted=describe(command)))
+            self.spawn(self.status.publish(client, accepted=accepted(command)))
 
     async def _serve_catchup(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         try:

@@ -21,9 +21,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from simulator.contract import ANNOUNCE_EVERY_EVENTS, ANNOUNCE_EVERY_S
+from simulator.contract import ANNOUNCE_EVERY_EVENTS, ANNOUNCE_EVERY_S, EngineStatus, encode
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -33,32 +31,33 @@ if TYPE_CHECKING:
 __all__ = ["StatusPublisher", "final_status", "status_document"]
 
 
-def status_document(engine: ReplayEngine, **extra: Any) -> dict[str, Any]:
-    """What ``.../status`` says about ``engine`` (``extra`` adds or overrides fields)."""
+def status_document(engine: ReplayEngine, **extra: Any) -> EngineStatus:
+    """What ``.../status`` says about ``engine`` (``extra`` sets fields: ``state``,
+    ``reason``, ``accepted``, ``rejected``)."""
     acked_epoch, acked_seq = engine.acked
     publisher = engine.publisher
     cursor = publisher.cursor if publisher is not None else None
     pacer = engine.pacer
     speed = pacer.speed
-    doc: dict[str, Any] = {
-        "state": engine.state(),
-        "session_id": engine.session_id,
-        "epoch": engine.epoch,
-        "last_seq": acked_seq if acked_epoch == engine.epoch else 0,
+    return EngineStatus(
+        state=extra.pop("state", None) or engine.state(),
+        session_id=engine.session_id,
+        epoch=engine.epoch,
+        last_seq=acked_seq if acked_epoch == engine.epoch else 0,
         # Journaled and handed out: every seq on the wire is at most this.
-        "head_seq": cursor.handed if cursor is not None and cursor.epoch == engine.epoch
+        head_seq=cursor.handed if cursor is not None and cursor.epoch == engine.epoch
         else 0,
-        "total_events": engine.total_events,
-        "session_time_ms": min(max(pacer.session_time_ms(), 0), engine.end_ms),
-        "end_ms": engine.end_ms,
-        "speed": "max" if speed is None else speed,
-        "lag_ms": engine.lag_ms(),
-        "events_published": engine.stats.events_published,
-        "batch": engine.settings.batch,
-        "encoding": engine.settings.encoding,
-    }
-    doc.update(extra)
-    return doc
+        total_events=engine.total_events,
+        session_time_ms=min(max(pacer.session_time_ms(), 0), engine.end_ms),
+        end_ms=engine.end_ms,
+        speed="max" if speed is None else speed,
+        lag_ms=engine.lag_ms(),
+        events_published=engine.stats.events_published,
+        batch=engine.settings.batch,
+        encoding=engine.settings.encoding,
+        log_id=engine.log_id,
+        **extra,
+    )
 
 
 def final_status(engine: ReplayEngine, error: BaseException | None) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def final_status(engine: ReplayEngine, error: BaseException | None) -> dict[str,
 class StatusPublisher:
     """Publishes the status document, retained, at QoS 1."""
 
-    def __init__(self, topic: str, document: Callable[..., dict[str, Any]], *,
+    def __init__(self, topic: str, document: Callable[..., EngineStatus], *,
                  interval_s: float) -> None:
         self.topic = topic
         self.document = document
@@ -105,8 +104,9 @@ class StatusPublisher:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
-        self._announce_at = doc.get("head_seq", 0) + ANNOUNCE_EVERY_EVENTS
-        await client.publish(self.topic, msgspec.json.encode(doc),
+        head = doc.head_seq if isinstance(doc.head_seq, int) else 0
+        self._announce_at = head + ANNOUNCE_EVERY_EVENTS
+        await client.publish(self.topic, encode(doc),
                              qos=1, retain=True, timeout=timeout)
 
     async def loop(self, client: aiomqtt.Client) -> None:

@@ -21,6 +21,7 @@ import aiomqtt
 
 from simulator.connection import BrokerSettings
 from simulator.contract import (
+    PUBLISHED_AT,
     Entry,
     Event,
     LapCompleted,
@@ -31,7 +32,6 @@ from simulator.contract import (
     events_of,
 )
 from simulator.eventlog import EventLogBuilder
-from simulator.replay.delivery import PUBLISHED_AT
 from simulator.sources import Source
 
 __all__ = ["Received", "Recorder", "generated_events", "generated_source"]
