@@ -60,6 +60,8 @@ class CatchupLoop:
         self.wake = asyncio.Event()
         # Where fetched events go: the hot path's fold step (``Inbound.offer``).
         self.offer: Callable[[Event, int | None], None] = _not_wired
+        # Where the end of the log a reply names goes too: the hot path's belief.
+        self.announced: Callable[[int, int], None] = _nobody
         # What a reply says about the engine's log and epoch (``Inbound.engine_names_log``):
         # True if the state was dropped, which voids the rest of the answer.
         self.names_log: Callable[[str, int | None], bool] = lambda log_id, epoch: False
@@ -138,6 +140,7 @@ class CatchupLoop:
         if reply.current_epoch > request.epoch:
             # A backward seek (or a new engine run) voided the epoch asked for.
             self.sequencer.learn_epoch(reply.current_epoch)
+            self.announced(reply.current_epoch, 0)
             return False
         if reply.error:
             if self.epoch_refused(request.epoch, reply.current_epoch, reply.error):
@@ -155,10 +158,15 @@ class CatchupLoop:
         if reply.final:
             self.sequencer.learn_head(request.epoch, reply.last_seq,
                                       synced=request.to_seq is None)
+            self.announced(request.epoch, reply.last_seq)
             self.health.track_lag()
         # Let live messages and publications through between two chunks.
         await asyncio.sleep(0)
         return True
+
+
+def _nobody(epoch: int, last_seq: int) -> None:
+    pass
 
 
 def _not_wired(event: Event, published_at: int | None) -> None:

@@ -57,12 +57,36 @@ class CheckpointSchedule:
         self._snapshot_s = 0.0  # how long the last checkpoint took to pickle
         self._write_s = 0.0  # CPU time of the last write (its worker thread's)
         self._snapshot_at = 0.0  # when it was taken (monotonic)
+        # A write in flight when the fold went back (``rewound``) may hold what it undid.
+        self._stale_write = False
 
     def applied(self, count: int) -> None:
         """``count`` more events applied (the hot path calls this)."""
         self._unsaved += count
         if self._unsaved >= self.every_events:
             self._due.set()
+
+    def rewound(self) -> None:
+        """The fold went back (a conflict): a checkpoint may hold an event that was not
+        the engine's. Replace it now by the folder as it is (none if from the start),
+        and again once a write in flight, of the state before, has landed."""
+        self._stale_write = self._writing is not None and not self._writing.done()
+        self._replace()
+
+    def _replace(self) -> None:
+        folder = self.sequencer.folder
+        self._unsaved = 0
+        if self._failed:
+            return
+        try:
+            if folder.seq == 0:
+                self.path.unlink(missing_ok=True)
+            else:
+                snapshot = self._snapshot(force=True, always=True)
+                if snapshot is not None:
+                    checkpoint.write(self.path, snapshot[0])
+        except (OSError, checkpoint.CheckpointError) as exc:
+            log.error("checkpoint failed", error=str(exc))
 
     def fold_failed(self) -> None:
         """The fold raised: its state may be half updated, so it is never checkpointed."""
@@ -90,6 +114,10 @@ class CheckpointSchedule:
             except checkpoint.CheckpointError as exc:
                 log.error("checkpoint failed", error=str(exc))
                 continue
+            finally:
+                if self._stale_write:
+                    self._stale_write = False
+                    self._replace()
             self._saved(snapshot[1])
 
     def _write(self, payload: list[bytes]) -> None:
@@ -105,6 +133,9 @@ class CheckpointSchedule:
         if self._writing is not None:
             with contextlib.suppress(Exception):
                 await self._writing
+        if self._stale_write:
+            self._stale_write = False
+            self._replace()
         snapshot = self._snapshot(force=True)
         if snapshot is None:
             return
@@ -115,12 +146,17 @@ class CheckpointSchedule:
             return
         self._saved(snapshot[1])
 
-    def _snapshot(self, *, force: bool = False) -> tuple[list[bytes], int] | None:
+    def _snapshot(self, *, force: bool = False,
+                  always: bool = False) -> tuple[list[bytes], int] | None:
         """The checkpoint's bytes now and the events they cover; None if not needed."""
         folder = self.sequencer.folder
         if self._failed:
             return None
-        if not self._unsaved and not (force and folder.seq and not self.path.exists()):
+        if self.sequencer.disputed and not always:
+            # A conflict is open: the fold may hold a copy the engine's will contradict.
+            return None
+        if not always and not self._unsaved and not (
+                force and folder.seq and not self.path.exists()):
             return None
         started = time.thread_time()  # CPU, as the budget means
         try:
@@ -137,5 +173,5 @@ class CheckpointSchedule:
         return payload, self._unsaved
 
     def _saved(self, covered: int) -> None:
-        self._unsaved -= covered
+        self._unsaved = max(0, self._unsaved - covered)
         self.counters.checkpoints += 1

@@ -92,6 +92,8 @@ class Health:
             log_id=folder.log_id,
             reset=msgspec.UNSET if identity is None or identity.reset is None
             else identity.reset,
+            # Copies of a seq found to differ from the engine's own (dead-lettered).
+            conflicts=seq.counts.conflicts,
         )
 
     def document(self) -> dict[str, Any]:

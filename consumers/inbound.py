@@ -6,9 +6,15 @@ One incoming message, top to bottom:
 2. ``handle`` turns its payload into bytes and dispatches on the topic;
 3. ``on_events`` guards and decodes it (``guard.check_events``: not retained, not
    oversized, decodable, known version, this session) and unpacks the batch;
-4. ``offer`` hands each event to the ``Sequencer`` (strict seq order, duplicates
+4. ``Belief.admits`` checks each event against the engine's own announcement (its
+   status): one beyond the announced epoch, or head plus the in-flight window, is
+   held until the next status confirms it or it is dead-lettered (``belief.py``);
+5. ``offer`` hands each event to the ``Sequencer`` (strict seq order, duplicates
    ignored, early ones buffered), which applies it to the fold, then notes the
-   stamps, the checkpoint count and that a publication is due.
+   stamps, the checkpoint count and that a publication is due. A duplicate that
+   differs from the copy applied is a conflict: catch-up fetches the engine's copy,
+   which settles it (``offer(engine=True)``); a wrong copy already applied makes the
+   consumer refold from a checkpoint before it, or from the start (``_refold``).
 
 Everything else a message can cause is one call to the job beside it: a refusal
 to the dead-letter outbox, a gap to the catch-up loop, our own retained state to
@@ -22,16 +28,18 @@ import asyncio
 import aiomqtt
 import structlog
 
-from consumers import guard
+from consumers import checkpoint, guard
+from consumers.belief import Belief, Unconfirmed
 from consumers.catchup_loop import CatchupLoop
 from consumers.checkpoint_schedule import CheckpointSchedule
 from consumers.dead_letter import DeadLetterOutbox
+from consumers.folding import Folder
 from consumers.health import Counters, Health
 from consumers.identity import LogIdentity
 from consumers.publisher import Publisher
 from consumers.sequencer import Offer, Sequencer
 from consumers.stamps import Stamps, published_at
-from simulator.contract import Event, unwrap_envelope
+from simulator.contract import Event, encode, unwrap_envelope
 from simulator.errors import LapcastError
 from simulator.mqtt.payload import payload_bytes
 
@@ -74,6 +82,9 @@ class Inbound:
         self.identity = identity
         self._dirty = publisher.dirty
         self._wake = catchup.wake
+        # What the engine has announced: live events beyond it wait (belief.py).
+        self.belief = Belief(sequencer)
+        catchup.announced = self._confirmed
         # Whether the engine has shown up on this connection (its status, not its will).
         self._engine_up = False
         # MQTT 3.1.1 on this connection: no noLocal, so our own state comes back live.
@@ -128,12 +139,21 @@ class Inbound:
             return
         if stamp is None:
             stamp = published_at(message)
-        # A batch that is exactly what comes next takes one step (offer_run); anything
-        # else (and what follows it in the message) the event-by-event path.
-        done = self.offer_run(checked, stamp)
         offer = self.offer
+        # Belief.admits, inlined: the engine's word cannot change within one message.
+        belief = self.belief
+        epoch, bound = belief.epoch, belief.bound
+        done = 0
+        last = checked[-1] if checked else None
+        if last is not None and last.epoch == epoch and last.seq <= bound:
+            # A batch that is exactly what comes next, all of it within the engine's word,
+            # takes one step (offer_run); anything else the event-by-event path.
+            done = self.offer_run(checked, stamp)
         for event in checked[done:] if done else checked:
-            offer(event, stamp)
+            if (event.epoch == epoch and event.seq <= bound) or event.epoch < epoch:
+                offer(event, stamp)
+            else:
+                self._hold(event, stamp)
 
     def offer_run(self, events: list[Event], stamp: int | None) -> int:
         """The fold step for a message's events that are the very next ones, at once:
@@ -157,11 +177,15 @@ class Inbound:
             self.health.track_lag()
         return count
 
-    def offer(self, event: Event, stamp: int | None) -> None:
+    def offer_fetched(self, event: Event, stamp: int | None) -> None:
+        """The fold step for the engine's own copy of an event (a catch-up reply)."""
+        self.offer(event, stamp, engine=True)
+
+    def offer(self, event: Event, stamp: int | None, *, engine: bool = False) -> None:
         """The fold step, for live and caught-up events alike."""
         sequencer = self.sequencer
         try:
-            outcome = sequencer.offer(event)
+            outcome = sequencer.offer(event, engine=engine)
         except Exception as exc:
             # A fold that raises is a bug in the projection, not bad input: the event
             # passed validation. Its state may be half updated, so it is never
@@ -180,9 +204,75 @@ class Inbound:
         elif outcome is Offer.BUFFERED:
             self.stamps.buffered(event, stamp)
             self._wake.set()
-        elif outcome is Offer.DEFERRED:
-            self._wake.set()
+        elif outcome is Offer.DEFERRED or outcome is Offer.CONFLICT:
+            self._wake.set()  # catch-up fetches the engine's copy of a conflict first
+        if engine and (sequencer.conflicting or sequencer.rewind_to is not None):
+            self._settled()
         self.health.track_lag()
+
+    # --- belief: what the engine announced, conflicts --------------------------------
+
+    def _hold(self, event: Event, stamp: int | None) -> None:
+        unconfirmed = self.belief.hold(event, stamp)
+        if unconfirmed is not None:
+            self._unconfirmed([unconfirmed])
+        # Ask the engine (or its journal) where its log ends: its answer decides.
+        self.sequencer.request_sync()
+        self._wake.set()
+
+    def _announced(self, epoch: int, head: int, *, running: bool) -> None:
+        self._released(*self.belief.announce(epoch, head, running=running))
+
+    def _confirmed(self, epoch: int, head: int) -> None:
+        self._released(*self.belief.confirm(epoch, head))
+
+    def _released(self, released: list[tuple[Event, int | None]],
+                  unconfirmed: list[Unconfirmed]) -> None:
+        self._unconfirmed(unconfirmed)
+        for event, stamp in released:
+            self.offer(event, stamp)
+        self._settled()
+
+    def _unconfirmed(self, letters: list[Unconfirmed]) -> None:
+        for letter in letters:
+            self.outbox.reject(self.events_topic, encode(letter.event), guard.Refusal(
+                reason=f"not confirmed by the engine: {letter.reason}"))
+
+    def _settled(self) -> None:
+        """Dead-letter the copies the engine's own contradicted; refold if one was applied."""
+        sequencer = self.sequencer
+        forged, sequencer.conflicting = sequencer.conflicting, []
+        for event in forged:
+            self.outbox.reject(self.events_topic, encode(event), guard.Refusal(
+                reason=f"conflicting duplicate: epoch {event.epoch} seq {event.seq} "
+                       "differs from the engine's copy"))
+        if sequencer.rewind_to is not None:
+            self._refold(sequencer.rewind_to)
+
+    def _refold(self, before: int) -> None:
+        """Go back to the last checkpoint before seq ``before``, or to the start; catch-up
+        then fetches the rest from the engine's log."""
+        sequencer = self.sequencer
+        current = sequencer.folder
+        schedule = self.checkpoints
+        saved = None
+        try:
+            saved = checkpoint.load(schedule.path, session_id=self.session_id,
+                                    consumer=self.consumer)
+        except checkpoint.CheckpointError as exc:
+            log.warning("checkpoint unreadable; refolding from the start", error=str(exc))
+        if saved is not None and saved.epoch == current.epoch and saved.seq < before:
+            folder = saved.folder(current.consumer)
+        else:
+            folder = Folder(current.consumer)
+        log.warning("refolding: an applied event was not the engine's",
+                    consumer=self.consumer, epoch=current.epoch, seq=before,
+                    from_epoch=folder.epoch, from_seq=folder.seq)
+        sequencer.rewind(folder)
+        schedule.rewound()
+        self.publisher.replace_state()
+        self.health.track_lag()
+        self._wake.set()
 
     def on_status(self, payload: bytes, *, retained: bool = False) -> None:
         if not payload:
@@ -198,6 +288,12 @@ class Inbound:
         # The engine's own account of how far its log goes: a consumer that starts
         # after the last event still learns that it must catch up to there.
         self.sequencer.learn_head(status.epoch, status.last_seq, synced=True)
+        # How far a live event may go: the journaled head (an engine that does not say
+        # has its acknowledged head trail what is in flight, so keeps the window).
+        # (None or msgspec.UNSET when absent, whichever Struct decoded it.)
+        announced = status.head_seq if isinstance(status.head_seq, int) else None
+        self._announced(status.epoch, status.last_seq if announced is None else announced,
+                        running=status.state == "running" or announced is None)
         if not self._engine_up and not retained:
             # A fresh status: the engine is up now. A catch-up request sent before it
             # subscribed is lost; ask again at once rather than after the timeout.

@@ -143,8 +143,8 @@ class ConsumerRunner:
             sequencer=self.sequencer, stamps=self.stamps, counters=self.counters,
             health=self.health_report, publisher=self.publisher, outbox=self.outbox,
             checkpoints=self.checkpoints, catchup=self.catchup, identity=self.identity)
-        # Caught-up events take the same fold step as live ones.
-        self.catchup.offer = self.inbound.offer
+        # Caught-up events take the same fold step as live ones, as the engine's copies.
+        self.catchup.offer = self.inbound.offer_fetched
         self.catchup.names_log = self.inbound.engine_names_log
         self.catchup.epoch_refused = self.identity.epoch_refused
         self._reconnector = Reconnector(

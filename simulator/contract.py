@@ -37,7 +37,10 @@ import msgspec
 from simulator.errors import ContractError
 
 __all__ = [
+    "ANNOUNCE_EVERY_EVENTS",
+    "ANNOUNCE_EVERY_S",
     "ENGINE_LOST",
+    "IN_FLIGHT_WINDOW",
     "PUBLISHED_AT",
     "SCHEMA_VERSION",
     "Accepted",
@@ -447,11 +450,23 @@ Encoding = Literal["json", "msgpack"]
 EngineState: TypeAlias = Literal["running", "paused", "finished", "stopped", "lost", "error"]
 
 
+# How far past the engine's announced head a consumer applies a live event at once...
+IN_FLIGHT_WINDOW: Final = 4096
+# ... as the engine, while it publishes, announces its head at least this often ...
+ANNOUNCE_EVERY_S: Final = 0.020
+# ... and after handing out this many events since its last announcement.
+ANNOUNCE_EVERY_EVENTS: Final = IN_FLIGHT_WINDOW // 4
+
+
 class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     """Where the replay stands: published on every change and every half second.
 
     ``epoch``/``last_seq`` is the end of the log the engine has had acknowledged by the
-    broker: a consumer believes a seq only as far as this says. ``accepted`` or
+    broker; ``head_seq`` the last seq it journaled and handed out (at least every seq
+    on the wire), announced at least every ``ANNOUNCE_EVERY_S`` and every
+    ``ANNOUNCE_EVERY_EVENTS`` events while it publishes: a consumer applies a live
+    event only up to ``epoch`` and ``head_seq`` plus ``IN_FLIGHT_WINDOW`` (while
+    ``running``; no window otherwise). ``accepted`` or
     ``rejected`` answers the control command just received; ``reason`` comes with
     ``lost`` and ``error``.
     """
@@ -460,6 +475,8 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     epoch: NonNegativeInt
     last_seq: NonNegativeInt
+    # Absent from engines before it (a consumer then uses ``last_seq`` and the window).
+    head_seq: NonNegativeInt | msgspec.UnsetType = msgspec.UNSET
     total_events: NonNegativeInt
     # Where the session clock stands, 0..end_ms.
     session_time_ms: NonNegativeMs
@@ -564,6 +581,8 @@ class ConsumerHealth(msgspec.Struct, frozen=True, kw_only=True):
     # Why the consumer last dropped its state and folded from the start, e.g.
     # ``log changed``; absent when it never did.
     reset: str | msgspec.UnsetType = msgspec.UNSET
+    # Copies of a seq that differed from the engine's own: dead-lettered, the fold redone.
+    conflicts: NonNegativeInt = 0
 
 
 class ConsumerLost(msgspec.Struct, frozen=True, kw_only=True):

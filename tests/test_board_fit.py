@@ -64,8 +64,11 @@ class Terminal:
 @pytest.fixture
 def chain(broker: MosquittoProcess, tmp_path: Path, session_id: str) -> Iterator[str]:
     """The consumers and a finished replay of the qualifying; yields the session id."""
+    # Catch-up from the journal file: the replay exits when done, and a consumer that was
+    # still connecting then (a loaded machine) must still find every event.
     procs = [consumer_process(name, broker_url=broker.url, session_id=session_id,
-                              state_dir=tmp_path / "state" / name)
+                              state_dir=tmp_path / "state" / name,
+                              journal=tmp_path / "journal.jsonl")
              for name in ("running-order", "class-poles", "championship")]
     try:
         subprocess.run([sys.executable, "-m", "lapcast", "replay", str(QUALIFYING),

@@ -531,13 +531,15 @@ class TestCrashes:
         """Stopped cleanly, the consumer gets the events published meanwhile from its session.
 
         No journal and nobody answering catch-up: only the broker's queue for the
-        durable session (clean_start=False, session expiry) can deliver them.
+        durable session (clean_start=False, session expiry) can deliver them. The
+        engine's retained status says it runs (a consumer believes nothing without it).
         """
         h = harness
         events = generated_events(h.session_id, cars=3, laps=10)
         proc = h.start("--catchup-timeout", "0.5", journal=False)
         await h.ready()
         async with TestPublisher(h.url, h.session_id) as pub:
+            await pub.status(epoch=1, last_seq=0)
             await pub.events(events[:10])
             await h.state_at(10)
             assert stop_process(proc) == 0

@@ -95,6 +95,7 @@ class TestHealth:
             "last_seq", "head_epoch", "head_seq", "lag_events", "lag_ms", "pending",
             "dead_letters", "refused", "duplicates", "catchups", "reconnects", "checkpoints",
             "log_id",
+            "conflicts",
         ]
         assert doc["state"] == "catching-up" and doc["lag_events"] == 5
         health.stopping = True

@@ -202,15 +202,17 @@ class TestControls:
 
 
 class TestLargeField:
-    """With 1,000 cars the page stays responsive: each update under 50 ms of main thread."""
+    """With 1,000 cars the page stays responsive: each update well under 50 ms of main thread."""
 
     def test_thousand_cars(self, broker: MosquittoProcess, tmp_path: Path,
                            session_id: str) -> None:
-        """Deltas apply and draw in slices (rows filled under a frame budget).
+        """Deltas touch only the rows on screen; charts cost nothing until scrolled to.
 
-        The Performance API measures wall time, which a shared machine inflates when it
-        preempts the browser: the test holds nine updates in ten to 50 ms and the
-        median to 25 ms; the figures are printed (``-s``).
+        ``lapcast-render`` is the page's script for one update, ``lapcast-frame`` that plus
+        the browser's style, layout and paint of the frame. The Performance API measures
+        wall time, which a shared machine inflates when it preempts the browser: the test
+        holds nine updates in ten to 50 ms and the median to 15 ms; the figures are
+        printed (``-s``).
         """
         errors: list[str] = []
         source = "synth:cars=1000,seed=7,laps=12,classes=HYPERCAR:LMP2:LMGT3"
@@ -221,9 +223,20 @@ class TestLargeField:
                   "the replay to finish")
             until(lambda: page.locator("table.timing tbody tr").count() == 1000, 60,
                   "1,000 rows")
+            # Rows far off screen are filled when the page is idle: all of them, in the end.
+            until(lambda: page.evaluate(
+                "() => [...document.querySelectorAll('table.timing tbody tr')]"
+                ".every((tr) => tr.cells[1].textContent.startsWith('#'))"), 60,
+                  "every row filled")
+            scrolled = time.monotonic()
+            page.locator("#gap-chart").scroll_into_view_if_needed()
             until(lambda: int(page.locator("#gap-chart").get_attribute("data-lines") or 0), 30,
                   "the gap chart")
+            page.wait_for_timeout(1500)
             figures = measures(page)
+            on_screen = time.monotonic() - scrolled
+            page.screenshot(path=str(tmp_path / "thousand-charts.png"))
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(tmp_path / "thousand.png"))
         print({name: (round(v[len(v) // 2], 1), round(p90(v), 1), round(v[-1], 1), len(v))
                for name, v in figures.items()})
@@ -231,5 +244,7 @@ class TestLargeField:
         assert len(renders) >= 3, figures
         assert p90(figures["lapcast-apply"]) < 50, figures
         assert p90(renders) < 50, figures
-        assert renders[len(renders) // 2] < 25, figures
+        assert renders[len(renders) // 2] < 15, figures
+        # The charts are drawn off the update path, at most once a second.
+        assert len(figures["lapcast-chart"]) <= 2 + on_screen, figures
         assert errors == []

@@ -59,6 +59,11 @@ class Cursor:
         self._expected = 1
         self._done = False
 
+    @property
+    def handed(self) -> int:
+        """The last seq taken (journaled and handed out) in this epoch; 0 before any."""
+        return self._expected - 1
+
     def peek(self) -> Event | None:
         if self._next is None and not self._done:
             event = next(self._events, None)

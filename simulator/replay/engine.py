@@ -379,7 +379,7 @@ class ReplayEngine:
             delivery=self.delivery, write_ahead=write_ahead, stats=self.stats,
             batch=s.batch, linger_ms=s.linger_ms, encoding=s.encoding,
             meta_topic=topics.meta(self.session_id), spawn=self.link.spawn,
-            on_end=self._on_end)
+            on_end=self._on_end, on_handed=self.status_publisher.handed)
         self.requests = Requests(
             control_topic=topics.control(self.session_id),
             catchup_topic=topics.catchup_request(self.session_id),

@@ -50,7 +50,8 @@ class Publisher:
                  write_ahead: WriteAhead, stats: ReplayStats, batch: int, linger_ms: float,
                  encoding: Encoding, meta_topic: str,
                  spawn: Callable[[Coroutine[Any, Any, None]], object],
-                 on_end: Callable[[], None]) -> None:
+                 on_end: Callable[[], None],
+                 on_handed: Callable[[int], None] | None = None) -> None:
         self.cursor = cursor
         self.pacer = pacer
         self.clock = clock
@@ -63,6 +64,8 @@ class Publisher:
         self.meta_topic = meta_topic
         self.spawn = spawn  # a task of the current connection
         self.on_end = on_end  # the last event of the epoch is acknowledged
+        # Events up to this seq are handed out: the status announces the head.
+        self.on_handed = on_handed or _ignore
         self.handed_ms: int | None = None  # session time of the last event handed out
         self.meta: bytes | None = None  # the epoch's SessionStarted, encoded
 
@@ -129,6 +132,7 @@ class Publisher:
         self.handed_ms = last.session_time_ms
         self.delivery.send(Outgoing(epoch=last.epoch, first_seq=first.seq, last_seq=last.seq,
                                     payload=payload))
+        self.on_handed(last.seq)
         for event in events:
             if isinstance(event, SessionStarted):
                 self.meta = encode(event, self.encoding)
@@ -151,3 +155,7 @@ class Publisher:
         """A backward seek: seq 1 of ``epoch`` is next."""
         self.cursor.restart(epoch)
         self.handed_ms = None
+
+
+def _ignore(seq: int) -> None:
+    pass

@@ -126,11 +126,35 @@
     fillPending(t0);
     const charts = all || dirty.has("charts") || dirty.has("running-order");
     dirty.clear();
-    // The first frame of a snapshot builds every table; the updates after it are measured.
+    // The first frame of a snapshot builds every table; the updates after it are measured:
+    // `lapcast-render` our script, `lapcast-frame` that plus the browser's style, layout and
+    // paint of the frame (a message posted now is handled once the frame is rendered).
     performance.measure(all ? "lapcast-first-render" : "lapcast-render", { start: t0, end: performance.now() });
+    if (frameStart === null) { frameStart = t0; frameName = all ? "lapcast-first-frame" : "lapcast-frame"; afterFrame.port2.postMessage(0); }
     if (charts) scheduleCharts(all);
   }
+  const afterFrame = new MessageChannel();
+  let frameStart = null, frameName = "";
+  afterFrame.port1.onmessage = () => {
+    performance.measure(frameName, { start: frameStart, end: performance.now() });
+    frameStart = null;
+  };
+  // The charts are drawn at most once a second, in their own frame, and only when they are
+  // on (or near) the screen: far below a 1,000-car field's tables they cost nothing until
+  // scrolled to. Their size comes from a ResizeObserver, so drawing never forces a layout.
+  let chartsNear = false, chartsWanted = false;
+  new IntersectionObserver((entries) => {
+    chartsNear = entries[entries.length - 1].isIntersecting;
+    if (chartsNear && chartsWanted) scheduleCharts(true);
+  }, { rootMargin: "300px 0px" }).observe(document.querySelector(".charts"));
+  const chartSizes = new ResizeObserver((entries) => {
+    for (const e of entries) { e.target._w = e.contentRect.width; e.target._h = e.contentRect.height; }
+    scheduleCharts(true);
+  });
+  for (const id of ["gap-chart", "lap-chart"]) chartSizes.observe($(id));
   function scheduleCharts(now) {
+    if (!chartsNear) { chartsWanted = true; return; }
+    chartsWanted = false;
     if (chartTimer !== null) return;
     const wait = now ? 0 : Math.max(0, CHART_EVERY_MS - (performance.now() - lastChartAt));
     chartTimer = setTimeout(() => requestAnimationFrame(() => { chartTimer = null; renderCharts(); }), wait);
@@ -233,19 +257,52 @@
     tickClock();
   }
 
-  // --- timing tables: one per class, rows keyed by car, cells touched only when changed --
-  const tables = new Map();  // class -> {table, body, rows: Map(car -> tr), sectors}
-  // Rows to fill, done a slice per frame: a 1,000-car update never holds the page up.
-  const pending = new Map();
-  const FILL_BUDGET_MS = 12;
+  // --- timing tables: one per class, one row slot per class position --------------------
+  // Slot i of a class's table always shows the car in class position i: an overtake rewrites
+  // two slots' cells instead of moving rows around the DOM. A slot whose content changed is
+  // filled at once when it is on (or near) the screen; one far off screen is only marked and
+  // filled when it scrolls near, or in idle time. The browser's style and layout cost follows
+  // the cells that changed, so a 1,000-car update costs what its visible rows cost.
+  const tables = new Map();  // class -> {table, body, slots: [tr], sectors, columns}
+  const pending = new Map();  // near-screen slots to fill in the next frame: tr -> args
+  const offscreen = new Set();  // far-off slots with content to fill when near or idle
+  const FILL_BUDGET_MS = 8;
+  const IDLE_ROWS = 12;
+  let idleAsked = false;
+  const nearScreen = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const tr = e.target;
+      tr._near = e.isIntersecting;
+      if (tr._near && offscreen.delete(tr)) pending.set(tr, tr._want);
+    }
+    if (pending.size) ask();
+  }, { rootMargin: "150px 0px" });
+  function fillSlot(tr, args) {
+    fillRow(tr, ...args);
+    tr._row = args[0]; tr._ob = args[2]; tr._cb = args[3]; tr._sectors = args[1];
+  }
   function fillPending(t0) {
     for (const [tr, args] of pending) {
       pending.delete(tr);
-      fillRow(tr, ...args);
-      tr._row = args[0]; tr._ob = args[2]; tr._cb = args[3];
+      fillSlot(tr, args);
       if (performance.now() - t0 > FILL_BUDGET_MS) break;
     }
     if (pending.size) ask();
+    if (offscreen.size) askIdle();
+  }
+  function askIdle() {
+    if (idleAsked) return;
+    idleAsked = true;
+    requestIdleCallback((deadline) => {
+      idleAsked = false;
+      let n = 0;
+      for (const tr of offscreen) {
+        if (n++ >= IDLE_ROWS || deadline.timeRemaining() < 2) break;
+        offscreen.delete(tr);
+        fillSlot(tr, tr._want);
+      }
+      if (offscreen.size) askIdle();
+    }, { timeout: 5000 });
   }
   function renderTables() {
     const running = view("running-order");
@@ -273,6 +330,7 @@
       list.sort((a, b) => (a.class_position ?? 1e9) - (b.class_position ?? 1e9) || (a.position ?? 1e9) - (b.position ?? 1e9));
       let t = tables.get(c);
       if (!t || t.sectors !== sectors) {
+        if (t) dropSlots(t, 0);
         if (t) t.table.remove();
         t = makeTable(c, sectors);
         tables.set(c, t);
@@ -283,20 +341,31 @@
       previous = t.table;
       let classBest = poles[c] && poles[c].lap_time_ms !== undefined ? poles[c].lap_time_ms : null;
       if (classBest === null) for (const r of list) if (r.best_lap_ms !== null && (classBest === null || r.best_lap_ms < classBest)) classBest = r.best_lap_ms;
-      const seen = new Set();
-      let cursor = t.body.firstChild;
-      for (const r of list) {
-        seen.add(r.car);
-        let tr = t.rows.get(r.car);
-        if (!tr) { tr = makeRow(t.columns); t.rows.set(r.car, tr); }
-        if (tr._row !== r || tr._ob !== overall || tr._cb !== classBest) {
-          pending.set(tr, [r, sectors, overall, classBest]);
-        }
-        if (tr !== cursor) t.body.insertBefore(tr, cursor); else cursor = cursor.nextSibling;
+      while (t.slots.length < list.length) {
+        const tr = makeRow(t.columns);
+        // Until the observer first reports, a slot in the first screenful counts as near.
+        tr._near = t.slots.length < 80;
+        t.slots.push(tr); t.body.appendChild(tr);
+        nearScreen.observe(tr);
       }
-      for (const [car, tr] of t.rows) if (!seen.has(car)) { tr.remove(); t.rows.delete(car); }
+      dropSlots(t, list.length);
+      for (let i = 0; i < list.length; i++) {
+        const r = list[i], tr = t.slots[i];
+        if (tr._row === r && tr._ob === overall && tr._cb === classBest) {
+          if (tr._want) { pending.delete(tr); offscreen.delete(tr); tr._want = null; }
+          continue;
+        }
+        tr._want = [r, sectors, overall, classBest];
+        if (tr._near) pending.set(tr, tr._want); else offscreen.add(tr);
+      }
     }
-    for (const [c, t] of tables) if (!byClass.has(c)) { t.table.remove(); tables.delete(c); }
+    for (const [c, t] of tables) if (!byClass.has(c)) { dropSlots(t, 0); t.table.remove(); tables.delete(c); }
+  }
+  function dropSlots(t, keep) {
+    while (t.slots.length > keep) {
+      const tr = t.slots.pop();
+      nearScreen.unobserve(tr); pending.delete(tr); offscreen.delete(tr); tr.remove();
+    }
   }
   function makeTable(c, sectors) {
     const table = document.createElement("table");
@@ -307,7 +376,7 @@
     columns.push("Pit");
     const left = new Set(["Driver", "Team"]);
     table.innerHTML = `<caption class="${classCss(c)}">${esc(c)}</caption><thead><tr>${columns.map((h) => `<th class="${left.has(h) ? "t" : ""}">${h}</th>`).join("")}</tr></thead><tbody></tbody>`;
-    return { table, body: table.tBodies[0], rows: new Map(), sectors, columns };
+    return { table, body: table.tBodies[0], slots: [], sectors, columns };
   }
   function makeRow(columns) {
     const tr = document.createElement("tr");
@@ -493,7 +562,6 @@
     LapcastChart.draw($("lap-chart"), { series, invertY: true, yInteger: true, yMin: 1, yMax: Math.max(maxPos, 2), xTitle: "lap", empty: "no laps yet" });
   }
   for (const id of ["gap-class", "gap-ref", "lap-class"]) $(id).addEventListener("change", () => { if (id === "gap-class") $("gap-ref").value = ""; renderCharts(); });
-  window.addEventListener("resize", () => scheduleCharts(true));
 
   // --- controls: commands go to our server, which checks the token and the origin -------
   let toastTimer = null;

@@ -21,7 +21,9 @@
 
   function draw(canvas, spec) {
     const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth, h = canvas.clientHeight;
+    // The page passes the size its ResizeObserver saw (reading clientWidth would force a
+    // layout of the whole page in the middle of a script).
+    const w = canvas._w ?? canvas.clientWidth, h = canvas._h ?? canvas.clientHeight;
     if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
       canvas.width = Math.round(w * dpr);
       canvas.height = Math.round(h * dpr);
