@@ -171,3 +171,16 @@ class TestRuns:
         seq.learn_head(2, 0)
         assert Sequencer(Folder(ORDER)).offer_run([]) == 0
         assert seq.offer_run(events[1:3]) == 0  # the head is in epoch 2 now
+
+    def test_a_run_is_remembered_for_conflicting_duplicates(self) -> None:
+        """Events applied in a run are kept in the memory of recent events: another copy
+        of one of them is a conflict, the same copy a plain duplicate."""
+        import msgspec
+
+        events = _laps(6)
+        seq = Sequencer(Folder(ORDER))
+        seq.offer(events[0])
+        assert seq.offer_run(events[1:6]) == 5
+        assert seq.offer(events[3]) is Offer.DUPLICATE
+        forged = msgspec.structs.replace(events[3], lap_time_ms=1)
+        assert seq.offer(forged) is Offer.CONFLICT
