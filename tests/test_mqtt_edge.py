@@ -223,24 +223,3 @@ class TestPublishDecodeSpeedup:
         assert second.payload == b"plain" and second.qos == 0
         assert not hasattr(second.properties, "UserProperty")
 
-
-class TestWriteAtOnce:
-    async def test_a_packet_is_written_when_queued(self, broker: MosquittoProcess) -> None:
-        """On the loop's thread a PUBLISH is on the socket as soon as paho queues it (no
-        writer registered, nothing left queued), and it arrives as usual."""
-        from simulator.mqtt.workarounds import AckRecordingClient
-
-        settings = parse_broker_url(broker.url)
-        async with AckRecordingClient(settings.host, settings.port,
-                                      protocol=aiomqtt.ProtocolVersion.V5) as client:
-            await client.subscribe("at-once/#", qos=1)
-            paho_client = client._client
-            info = paho_client.publish("at-once/a", b"now", qos=1)
-            assert info.rc == 0
-            assert not paho_client._out_packet and not paho_client._registered_write
-            async with asyncio.timeout(5):
-                async for message in client.messages:
-                    assert (message.topic.value, message.payload) == ("at-once/a", b"now")
-                    break
-            # And through aiomqtt's own publish, acknowledged as before.
-            await client.publish("at-once/b", b"again", qos=1, timeout=5)

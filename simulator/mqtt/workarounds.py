@@ -10,8 +10,7 @@ most of them go with it.
   decodes every incoming PUBLISH's properties one attribute lookup at a time.
 * ``Inbox``: aiomqtt's message iterator creates one task per message.
 * ``AckRecordingClient``: aiomqtt drops a PUBLISH's mid, the PUBACK's reason code
-  and the CONNACK's maximum packet size; and it waits a loop iteration (through the
-  loop's self-pipe and a writer registration) before writing any packet.
+  and the CONNACK's maximum packet size.
 * ``run_until``: aiomqtt's ``asyncio.wait_for`` can swallow a cancellation on 3.11.
 """
 
@@ -270,35 +269,6 @@ class AckRecordingClient(aiomqtt.Client):
             return info
 
         self._client.publish = publish_noting_mid  # type: ignore[method-assign]
-
-    # --- writing a packet at once ---------------------------------------------------------
-    #
-    # Works around: paho asks aiomqtt to watch the socket for writability whenever it
-    # queues a packet, and aiomqtt does so through ``call_soon_threadsafe(add_writer)``:
-    # for every PUBLISH and every PUBACK, a byte through the loop's self-pipe, two
-    # ``epoll_ctl`` and two more loop iterations before the packet is even sent (a
-    # consumer acknowledges every events message so). On the loop's own thread and
-    # outside paho's callbacks, the packet is written at once instead, as paho itself
-    # does without an external loop; what the socket does not take waits for
-    # writability as before. Anywhere else (the connect, in aiomqtt's executor thread;
-    # inside an on_message callback) aiomqtt's own path runs.
-    # Can go: with aiomqtt 3 (no paho).
-
-    def _on_socket_register_write(self, client: paho.Client, userdata: Any,
-                                  sock: Any) -> None:
-        in_callback = client._in_callback_mutex  # paho's: held while it runs a callback
-        if asyncio._get_running_loop() is not self._loop or not in_callback.acquire(False):
-            super()._on_socket_register_write(client, userdata, sock)
-            return
-        in_callback.release()
-        try:
-            client.loop_write()
-        except Exception as exc:  # what aiomqtt's writer callback does: the link broke
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
-            return
-        if client.want_write():  # the socket is full: wait until it is writable again
-            super()._on_socket_register_write(client, userdata, sock)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                     reason_code: ReasonCode, properties: Properties | None = None) -> None:
