@@ -19,9 +19,9 @@ from rich.style import Style
 from lapcast.board.live import BoardSettings, draw
 from lapcast.board.render import render_board
 from lapcast.board.store import BoardSnapshot, BoardStore
+from lapcast.board.views import STATE_VIEWS
 from lapcast.mosquitto import MosquittoProcess, free_port
 from simulator import topics
-from lapcast.board.views import STATE_VIEWS
 from simulator.contract import (
     ConsumerHealth,
     ConsumerLost,
