@@ -117,6 +117,10 @@ class MqttCatchup:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ResponseTopic = self.response_topic
             properties.CorrelationData = correlation
+            if getattr(self.client, "mqtt_v311", False):
+                # No properties in 3.1.1: the request carries its reply topic itself.
+                request = msgspec.structs.replace(request, reply_to=self.response_topic,
+                                                  correlation=correlation.hex())
             await self.client.publish(
                 self.request_topic, encode(request), qos=1, properties=properties
             )
@@ -275,8 +279,15 @@ class JournalCatchup:
             )
 
 
-def correlation_of(message: aiomqtt.Message) -> bytes | None:
-    """The MQTT v5 CorrelationData of a message, if it has one."""
+def correlation_of(message: aiomqtt.Message, reply: CatchupReply | None = None) -> bytes | None:
+    """The MQTT v5 CorrelationData of a message, else the one in the reply (3.1.1)."""
     props: Any = message.properties
     data = getattr(props, "CorrelationData", None) if props is not None else None
-    return bytes(data) if data is not None else None
+    if data is not None:
+        return bytes(data)
+    if reply is not None and reply.correlation:
+        try:
+            return bytes.fromhex(reply.correlation)
+        except ValueError:
+            return None
+    return None

@@ -89,7 +89,7 @@ class CatchupLoop:
         except ContractError as exc:
             self.outbox.dead(self.reply_topic, payload, f"catch-up reply does not decode: {exc}")
             return
-        if self._mqtt is None or not self._mqtt.deliver(reply, correlation_of(message)):
+        if self._mqtt is None or not self._mqtt.deliver(reply, correlation_of(message, reply)):
             log.debug("stray catch-up reply dropped", topic=self.reply_topic)
 
     def engine_started(self) -> None:

@@ -31,7 +31,7 @@ from consumers.identity import LogIdentity
 from consumers.publisher import Publisher
 from consumers.sequencer import Offer, Sequencer
 from consumers.stamps import Stamps, published_at
-from simulator.contract import Event
+from simulator.contract import Event, unwrap_envelope
 from simulator.errors import LapcastError
 from simulator.mqtt.payload import payload_bytes
 
@@ -76,9 +76,12 @@ class Inbound:
         self._wake = catchup.wake
         # Whether the engine has shown up on this connection (its status, not its will).
         self._engine_up = False
+        # MQTT 3.1.1 on this connection: no noLocal, so our own state comes back live.
+        self._v311 = False
 
-    def connected(self) -> None:
+    def connected(self, *, v311: bool = False) -> None:
         self._engine_up = False
+        self._v311 = v311
 
     async def receive(self, client: aiomqtt.Client,
                       inbox: asyncio.Queue[aiomqtt.Message]) -> None:
@@ -105,19 +108,26 @@ class Inbound:
         elif topic == self.status_topic:
             self.on_status(payload, retained=bool(message.retain))
         elif topic == self.state_topic:
-            self.on_own_state(payload)
+            # Under 3.1.1 (no noLocal) every publication of ours comes back, live, with
+            # the retain flag cleared: skipped at once. The retained one, at subscribe
+            # time, is still checked.
+            if message.retain or not self._v311:
+                self.on_own_state(payload)
         else:
             # A durable session can hold subscriptions of an older configuration.
             self.outbox.refuse(topic, payload, "not a topic this consumer reads events from")
 
     def on_events(self, message: aiomqtt.Message, payload: bytes) -> None:
+        # An engine on MQTT 3.1.1 sends the publish time in an envelope (one prefix test).
+        payload, stamp = unwrap_envelope(payload)
         checked = guard.check_events(payload, retained=bool(message.retain),
                                      session_id=self.session_id,
                                      max_bytes=self.max_payload_bytes)
         if isinstance(checked, guard.Refusal):
             self.outbox.reject(self.events_topic, payload, checked)
             return
-        stamp = published_at(message)
+        if stamp is None:
+            stamp = published_at(message)
         offer = self.offer
         for event in checked:
             offer(event, stamp)

@@ -199,7 +199,7 @@ class ConsumerRunner:
         async with client:
             self._reconnector.connected()
             self.catchup.connected(client)
-            self.inbound.connected()
+            self.inbound.connected(v311=client.mqtt_v311)
             await self._subscribe(client)
             log.info("consumer connected", consumer=self.consumer.name,
                      broker=self.broker.describe())

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator import topics
+from simulator import names, topics
 from simulator.errors import LapcastError
 
 __all__ = ["RunnerSettings", "default_client_id", "default_state_dir"]
@@ -19,7 +19,8 @@ def default_state_dir() -> Path:
 
 
 def default_client_id(consumer: str, session_id: str) -> str:
-    return f"lapcast-{consumer}-{session_id}"
+    """``lapcast-{consumer}-{session}``, portable (a consumer named ``pkg.mod:obj`` too)."""
+    return names.portable_name(f"lapcast-{consumer}-{session_id}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,12 +48,8 @@ class RunnerSettings:
 
     def __post_init__(self) -> None:
         topics.validate_session_id(self.session_id)
-        if self.client_id is not None and (
-            not self.client_id or any(c in self.client_id for c in "/+#\x00")
-        ):
-            raise LapcastError(
-                f"client id {self.client_id!r}: it names a topic level, so no / + # or empty"
-            )
+        if self.client_id is not None:
+            names.validate_client_id(self.client_id)
         for name in ("checkpoint_events", "checkpoint_ms", "publish_ms", "health_ms",
                      "max_payload_bytes", "session_expiry_s", "max_pending"):
             if getattr(self, name) < 1:

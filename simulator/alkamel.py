@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from simulator import names
 from simulator.contract import Entry, Event, Flag, SessionKind, SessionStarted
 from simulator.derive import Correction, Crossing, Granularity, build_log
 from simulator.errors import SourceError
@@ -540,7 +541,8 @@ def load(path: str | Path, *, session_id: str | None = None, granularity: Granul
                  pit_time_ms=r.pit_time, flag=r.flag, valid=not (race and r.lap == 1))
         for r in rows
     ]
-    sid = session_id or path.stem
+    # A file name may hold characters no broker takes in a topic (the shared race's `.`).
+    sid = session_id or names.portable_name(path.stem)
     events: tuple[Event, ...] = tuple(build_log(
         session_id=sid, started=started, crossings=crossings, corrections=corrections,
         granularity=granularity, source=str(path),

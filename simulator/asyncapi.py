@@ -155,7 +155,11 @@ def channels(views: Mapping[str, ViewTypes]) -> list[Channel]:
                      f"{json_and_msgpack}.", headers=_published_at()),
              MessageSpec("eventsMsgpack", contract.Message, "Event or Batch (msgpack)",
                      "The same, msgpack-encoded.", content_type="application/msgpack",
-                     headers=_published_at())],
+                     headers=_published_at()),
+             MessageSpec("eventsEnveloped", contract.Enveloped, "Enveloped (MQTT 3.1.1)",
+                     "Under MQTT 3.1.1 (no user properties): the publish time around the "
+                     "event or batch, whose bytes `message` holds as they are (JSON or "
+                     "msgpack, as the engine's --encoding).")],
             "send", "publishEvents", 1, False,
             "The engine publishes the log; a resend after a reconnection may duplicate: "
             "consumers dedupe by (epoch, seq) and fetch gaps by catch-up.",

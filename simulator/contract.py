@@ -61,6 +61,7 @@ __all__ = [
     "EngineState",
     "EngineStatus",
     "Entry",
+    "Enveloped",
     "Event",
     "EventBase",
     "Flag",
@@ -101,9 +102,11 @@ __all__ = [
     "decode_state_changes",
     "decode_state_stamp",
     "encode",
+    "envelope",
     "events_of",
     "sniff_encoding",
     "state_decoder",
+    "unwrap_envelope",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -307,6 +310,16 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type
 Message: TypeAlias = Event | Batch
 
 
+class Enveloped(msgspec.Struct, frozen=True, kw_only=True, tag="envelope", tag_field="type"):
+    """An events message under MQTT 3.1.1, which has no user properties: the engine's
+    publish time (``published_at_ns``, what v5 carries as a user property) around the
+    message, an event or a batch in the engine's encoding, spliced in byte for byte (the
+    journal's line of an event is the same bytes). Under v5 no message is enveloped."""
+
+    published_at_ns: int
+    message: msgspec.Raw
+
+
 # --- catch-up service (MQTT v5 request/response) -----------------------------------
 # A request goes to ``.../catchup/request`` with an MQTT v5 ResponseTopic below
 # ``.../catchup/reply/`` (the engine answers nowhere else) and a CorrelationData of the
@@ -324,6 +337,10 @@ class CatchupRequest(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fi
     epoch: PositiveInt
     from_seq: PositiveInt
     to_seq: PositiveInt | None = None
+    # MQTT 3.1.1 has no ResponseTopic or CorrelationData: the request carries them.
+    # Under v5 they stay unset and the properties say it.
+    reply_to: str | None = None
+    correlation: str | None = None  # hex
 
 
 class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
@@ -342,15 +359,24 @@ class CatchupReply(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_fiel
     # The log the engine is replaying (``simulator.logid``); empty from an engine (or a
     # journal) older than log ids.
     log_id: str = ""
+    # The request's ``correlation`` (hex), when it came in the payload (MQTT 3.1.1).
+    correlation: str | None = None
 
 
 # --- control commands (``.../control``) and their answers (on ``.../status``) ---------
 
 
 class _ControlBase(msgspec.Struct, frozen=True, kw_only=True, tag_field="command",
-                   forbid_unknown_fields=True):
+                   forbid_unknown_fields=True, omit_defaults=True):
     """A control command, JSON, as a person or a tool sends it. Unknown fields are refused:
-    a command half understood would do the wrong thing."""
+    a command half understood would do the wrong thing.
+
+    ``issued_at``: when it was sent (wall clock, ms since the epoch). The engine ignores
+    a command older than a few seconds: MQTT 3.1.1 clears the retain flag of a message
+    forwarded live, so a retained command replayed to a reconnecting engine is told
+    apart by its age instead."""
+
+    issued_at: int | None = None
 
 
 class PauseCommand(_ControlBase, frozen=True, kw_only=True, tag="pause"):
@@ -587,6 +613,44 @@ def sniff_encoding(payload: bytes) -> Encoding:
 
 
 _sniff = sniff_encoding  # the name this module used before
+
+
+# --- the MQTT 3.1.1 envelope of an events message ---------------------------------------
+# Recognised by its first bytes, so that a consumer tells an enveloped message from a
+# bare one (a v5 engine's) at the cost of one prefix comparison.
+
+_JSON_ENVELOPE: Final = b'{"type":"envelope","published_at_ns":'
+_MSGPACK_ENVELOPE: Final = _msgpack_encoder.encode(
+    Enveloped(published_at_ns=0, message=msgspec.Raw(b"\xc0")))[:15]
+_envelope_json: Final = msgspec.json.Decoder(Enveloped)
+_envelope_msgpack: Final = msgspec.msgpack.Decoder(Enveloped)
+
+
+def envelope(payload: bytes, published_at_ns: int, encoding: Encoding = "json") -> bytes:
+    """``payload`` (an encoded event or batch) inside an ``Enveloped``, same encoding."""
+    if encoding == "json":  # the bytes msgspec would write, without building a Struct
+        return b"%s%d,\"message\":%s}" % (_JSON_ENVELOPE, published_at_ns, payload)
+    return _msgpack_encoder.encode(Enveloped(published_at_ns=published_at_ns,
+                                             message=msgspec.Raw(payload)))
+
+
+def unwrap_envelope(payload: bytes) -> tuple[bytes, int | None]:
+    """The message inside an envelope and its publish time; a bare message as it is.
+
+    A malformed envelope is returned whole (the caller's decoding then refuses it).
+    """
+    if payload.startswith(_JSON_ENVELOPE):
+        decoder: msgspec.json.Decoder[Enveloped] | msgspec.msgpack.Decoder[Enveloped] = \
+            _envelope_json
+    elif payload.startswith(_MSGPACK_ENVELOPE):
+        decoder = _envelope_msgpack
+    else:
+        return payload, None
+    try:
+        wrapped = decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return payload, None
+    return bytes(wrapped.message), wrapped.published_at_ns
 
 
 class Decoder(Generic[T]):

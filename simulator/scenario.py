@@ -39,6 +39,7 @@ from datetime import datetime
 from pathlib import Path as FilePath
 from typing import Any, Final, NoReturn
 
+from simulator import names
 from simulator.contract import (
     ChampionshipSetup,
     Competitor,
@@ -322,7 +323,14 @@ class _Parser:
 
     def _session(self, t: _Table) -> tuple[dict[str, Any], str, dict[str, _Segment]]:
         source, listed = t.provenance()
-        session_id = t.string("id", required=False, default=FilePath(self.path).stem)
+        session_id = t.string("id", required=False, default="")
+        if not session_id:
+            session_id = names.portable_name(FilePath(self.path).stem)
+        else:
+            try:
+                names.validate_session_id(session_id)
+            except names.InvalidName as exc:
+                self.fail(t.at("id"), str(exc))
         kind_text = t.choice("kind", [k.value for k in SessionKind])
         started: dict[str, Any] = {
             "series": t.string("series"),

@@ -2,11 +2,16 @@
 
 ``lapcast/v1/sessions/{session}/...``; sessions are independent trees, so a
 clustered broker can spread them and a consumer can be partitioned by session.
+
+A session id is one portable topic level (``simulator.names``: letters, digits, ``-``
+and ``_``); ``validate_session_id`` is re-exported here.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from simulator.names import validate_session_id
 
 __all__ = [
     "PREFIX",
@@ -25,15 +30,6 @@ __all__ = [
 ]
 
 PREFIX: Final = "lapcast/v1/sessions"
-
-
-def validate_session_id(session_id: str) -> str:
-    """A session id is one topic level: no ``/``, ``+``, ``#``, nor empty."""
-    if not session_id or any(c in session_id for c in "/+#\x00") or session_id.startswith("$"):
-        raise ValueError(
-            f"invalid session id {session_id!r}: one topic level, without / + # or a leading $"
-        )
-    return session_id
 
 
 def session_root(session: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from support.secure import SecureSession
 
 from lapcast.topology import MosquittoProcess, MosquittoSpec
+from lapcast.topology.nats import NatsCluster, NatsClusterSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -34,6 +35,14 @@ def broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
     # Not tethered: some tests stop and start it from a worker thread.
     with MosquittoSpec(config="dev.conf", tether=False).create(tmp_path / "broker") as proc:
         yield proc
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster (MQTT 3.1.1, JetStream R3) from broker-config/nats-cluster.conf
+    on free loopback ports; ready once every node acknowledges a QoS 1 publish."""
+    with NatsClusterSpec(tether=False).create(tmp_path / "nats") as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -138,7 +138,8 @@ class TestSharedRace:
         assert {e.car: e.car_class for e in started.entries} == raw
 
     def test_metadata(self, race: list[Event]) -> None:
-        """The file name gives the series, event, race kind, duration and time zone."""
+        """The file name gives the series, event, race kind, duration, time zone and a
+        portable session id."""
         started = race[0]
         assert isinstance(started, SessionStarted)
         assert started.series == "FIA WEC"
@@ -147,7 +148,7 @@ class TestSharedRace:
         assert started.duration_ms == 8 * 3_600_000
         assert started.time_zone == "Asia/Bahrain"
         assert started.scheduled_start == "14:00:24.054+03:00"
-        assert started.session_id == "wec-2024-bahrain-8h-race.analysis"
+        assert started.session_id == "wec-2024-bahrain-8h-race-analysis"
 
     def test_entry_list(self, race: list[Event]) -> None:
         """Team, manufacturer and drivers (in order of appearance) come from the rows."""

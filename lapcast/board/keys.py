@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -125,7 +126,9 @@ async def control_keys(broker: BrokerSettings, session_id: str,
                                 follower.cancel()
                                 quit_board()
                                 return
-                            await client.publish(control, msgspec.json.encode(command), qos=1)
+                            # Stamped: a command replayed later (3.1.1) is stale.
+                            stamped = {**command, "issued_at": time.time_ns() // 1_000_000}
+                            await client.publish(control, msgspec.json.encode(stamped), qos=1)
             except aiomqtt.MqttError as exc:
                 log.info("board --control lost the broker", error=str(exc))
                 await asyncio.sleep(1.0)

@@ -21,12 +21,15 @@ from simulator.connection import (
     parse_broker_url,
 )
 from simulator.errors import LapcastError
-from simulator.topics import validate_session_id
+from simulator.mqtt.settings import ENV_BROKER, ENV_MQTT_VERSION, MQTT_VERSIONS
+from simulator.names import validate_client_id, validate_session_id
 
 __all__ = [
     "PathError",
     "add_broker_options",
     "broker_settings",
+    "broker_url",
+    "client_id_arg",
     "describe_os_error",
     "oserror_line",
     "readable_file",
@@ -41,8 +44,13 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 
 def add_broker_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("broker")
-    group.add_argument("--broker", default=DEFAULT_BROKER, metavar="URL",
-                       help=f"mqtt://HOST:PORT or mqtts://HOST:PORT (default {DEFAULT_BROKER})")
+    group.add_argument("--broker", default=None, metavar="URL[,URL...]",
+                       help="mqtt://HOST:PORT or mqtts://HOST:PORT, or a comma-separated list "
+                       "of a cluster's nodes, rotated through on reconnect "
+                       f"(or ${ENV_BROKER}; default {DEFAULT_BROKER})")
+    group.add_argument("--mqtt-version", choices=MQTT_VERSIONS, default=None,
+                       help=f"MQTT protocol (or ${ENV_MQTT_VERSION}; default auto: v5, and "
+                       "3.1.1 when the broker refuses v5)")
     group.add_argument("--username", help=f"MQTT username (or ${ENV_USERNAME})")
     group.add_argument("--password", help=f"MQTT password (or ${ENV_PASSWORD}, which `ps` "
                        "does not show); never logged")
@@ -53,17 +61,31 @@ def add_broker_options(parser: argparse.ArgumentParser) -> None:
 def broker_settings(args: argparse.Namespace, *, check_files: bool = False) -> BrokerSettings:
     """The broker options as settings; ``check_files``: the CA file must be readable now
     (a command checks it before it starts anything, see ``readable_file``)."""
-    settings = parse_broker_url(args.broker, username=args.username, password=args.password,
-                                ca_file=args.ca_file)
+    settings = parse_broker_url(broker_url(args), username=args.username,
+                                password=args.password, ca_file=args.ca_file,
+                                mqtt_version=getattr(args, "mqtt_version", None))
     if check_files and settings.ca_file:
         readable_file(settings.ca_file, what=f"CA file (--ca-file / ${ENV_CA_FILE})")
     return settings
 
 
+def broker_url(args: argparse.Namespace) -> str:
+    """``--broker``, else ``$LAPCAST_MQTT_BROKER``, else the local default."""
+    return str(getattr(args, "broker", None) or os.environ.get(ENV_BROKER) or DEFAULT_BROKER)
+
+
 def session_id_arg(text: str) -> str:
-    """argparse type for a session id: one topic level (checked before anything connects)."""
+    """argparse type for a session id: one portable topic level (checked before connecting)."""
     try:
         return validate_session_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def client_id_arg(text: str) -> str:
+    """argparse type for a client id: portable like a session id (it names a topic level)."""
+    try:
+        return validate_client_id(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -17,6 +17,7 @@ from consumers.runner import ConsumerRunner, RunnerSettings, default_state_dir
 from lapcast.cli.common import (
     add_broker_options,
     broker_settings,
+    client_id_arg,
     readable_file,
     session_id_arg,
     writable_dir,
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="checkpoint at least every T ms while events arrive (default 1000)")
     parser.add_argument("--publish-ms", type=int, default=100, metavar="N",
                         help="publish the state at most every N ms (default 100)")
-    parser.add_argument("--client-id", metavar="ID",
+    parser.add_argument("--client-id", metavar="ID", type=client_id_arg,
                         help="MQTT client id, stable across restarts "
                              "(default lapcast-NAME-SESSION)")
     parser.add_argument("--max-payload-bytes", type=int, default=1024 * 1024, metavar="B",

@@ -22,7 +22,7 @@ from rich.table import Table
 from consumers.api import Consumer
 from consumers.folding import Folder, fold_all
 from consumers.registry import ALL_BUILTIN, load_consumer
-from lapcast.cli.common import source_arg, writable_file
+from lapcast.cli.common import session_id_arg, source_arg, writable_file
 from simulator.contract import Event, LapCompleted, SessionStarted, TimePenalty
 from simulator.errors import LapcastError
 from simulator.sources import Granularity, load_source
@@ -280,7 +280,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="print one JSON document instead of tables")
     parser.add_argument("--granularity", choices=("lap", "sector"), default="lap",
                         help="emit sector events too (default lap); the final state is the same")
-    parser.add_argument("--session-id", metavar="ID",
+    parser.add_argument("--session-id", metavar="ID", type=session_id_arg,
                         help="session id for the events (default: derived from the source)")
     parser.add_argument("--chart", choices=("gap", "laps"),
                         help="draw the gap chart (gaps to --reference, its class) or the lap "

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from lapcast.cli.common import (
     add_broker_options,
     broker_settings,
+    session_id_arg,
     source_arg,
     writable_file,
 )
@@ -91,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         metavar="SESSION_TIME",
                         help="start at this session time, H:MM:SS[.fff] or seconds (the "
                              "events before it are published at once)")
-    parser.add_argument("--session-id", metavar="ID",
+    parser.add_argument("--session-id", metavar="ID", type=session_id_arg,
                         help="session id (topic level) instead of the source's")
     parser.add_argument("--batch", default="1", metavar="N",
                         help="pack up to N consecutive due events per message, 1 to 10,000 "

@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from lapcast.cli.common import PathError, describe_os_error, writable_file
+from lapcast.cli.common import PathError, describe_os_error, session_id_arg, writable_file
 from simulator.contract import Event, LapCompleted, encode
 from simulator.synth import SynthSpec, add_synth_options, events, spec_from_options
 
@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_synth_options(parser)
     parser.add_argument("--out", metavar="FILE",
                         help="write the log here (.jsonl) with a progress bar; default stdout")
-    parser.add_argument("--session-id", help="session id (default synth-{session}-{cars}-s{seed})")
+    parser.add_argument("--session-id", type=session_id_arg, metavar="ID",
+                        help="session id (default synth-{session}-{cars}-s{seed})")
     parser.add_argument("--granularity", choices=("lap", "sector"), default="lap",
                         help="sector: also SectorCompleted events (buffers more; keep fields "
                              "small)")

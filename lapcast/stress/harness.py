@@ -80,6 +80,7 @@ from simulator.connection import (
 )
 from simulator.contract import SessionStarted, decode_event, decode_state, encode
 from simulator.errors import ContractError, LapcastError
+from simulator.mqtt.settings import ENV_MQTT_VERSION
 from simulator.replay.engine import check_linger_ms
 from simulator.sources import load_source
 from simulator.synth import SynthSpec, events
@@ -223,7 +224,7 @@ class _Run:
             session_ms=session_ms, generate_s=round(generate_s, 2), rate_target=s.rate,
             speed=None if speed is None else round(speed, 3), batch=s.batch,
             window=s.window, linger_ms=s.linger_ms,
-            publish_ms=s.publish_ms, broker=broker.describe(), engine=engine_figures,
+            publish_ms=s.publish_ms, broker=broker.describe_all(), engine=engine_figures,
             consumers=figures, latency=Latency.of(all_latencies),
             journal_events=journal_events, journal_matches_log=journal_ok,
             broker_peak_rss_mb=None if broker_peak is None else round(broker_peak, 1),
@@ -533,9 +534,10 @@ class _Run:
 
 
 def _url(broker: BrokerSettings) -> str:
+    """Every endpoint, without credentials (those go by environment)."""
     scheme = "mqtts" if broker.tls else "mqtt"
-    host = f"[{broker.host}]" if ":" in broker.host else broker.host
-    return f"{scheme}://{host}:{broker.port}"
+    return ",".join(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+                    for host, port in broker.endpoints)
 
 
 def _child_env(broker: BrokerSettings) -> dict[str, str]:
@@ -547,6 +549,7 @@ def _child_env(broker: BrokerSettings) -> dict[str, str]:
         env[ENV_PASSWORD] = broker.password
     if broker.ca_file:
         env[ENV_CA_FILE] = broker.ca_file
+    env[ENV_MQTT_VERSION] = broker.mqtt_version
     return env
 
 

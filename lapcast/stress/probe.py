@@ -54,9 +54,11 @@ class Probe:
         self.undecodable = 0
         self.lock = threading.Lock()
         self._subscribed = threading.Event()
+        v311 = broker is not None and broker.is_v311()
         self._client = paho.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"lapcast-stress-probe-{session_id}",
-                                   protocol=paho.MQTTv5)
+                                   protocol=paho.MQTTv311 if v311 else paho.MQTTv5)
+        self._v311 = v311
         if broker is not None and broker.username:
             self._client.username_pw_set(broker.username, broker.password)
         if broker is not None and broker.tls:
@@ -75,7 +77,7 @@ class Probe:
             for option in NO_DELAY:
                 sock.setsockopt(*option)
         self._client.loop_start()
-        qos1 = SubscribeOptions(qos=1)
+        qos1: Any = 1 if self._v311 else SubscribeOptions(qos=1)
         wanted = [(self.status_topic, qos1)]
         wanted += [(t, qos1) for t in self._state_topics]
         wanted += [(t, qos1) for t in self._health_topics]

@@ -26,6 +26,7 @@ import msgspec
 from lapcast.topology import Child, ProcessSpec
 from simulator import contract
 from simulator.connection import BrokerSettings
+from simulator.contract import unwrap_envelope
 from simulator.errors import LapcastError
 
 __all__ = ["PUBLISHED_AT", "EventsRecorder", "EventsTrace", "client_options", "mosquitto_env"]
@@ -109,7 +110,8 @@ def parse_line(line: bytes) -> tuple[str, int, int | None, bytes]:
 
 def client_options(broker: BrokerSettings) -> list[str]:
     """Options of ``mosquitto_sub``/``mosquitto_pub`` for this broker, without secrets."""
-    return ["-h", broker.host, "-p", str(broker.port), "-V", "mqttv5"]
+    host, port = broker.current()
+    return ["-h", host, "-p", str(port), "-V", "mqttv311" if broker.is_v311() else "mqttv5"]
 
 
 def mosquitto_env(broker: BrokerSettings, folder: Path) -> dict[str, str]:
@@ -207,6 +209,8 @@ class EventsRecorder:
                     topic, received, stamp, payload = parse_line(line)
                     if topic != self.topic:
                         continue
+                    payload, enveloped = unwrap_envelope(payload)  # MQTT 3.1.1
+                    stamp = enveloped or stamp
                     first, last = seq_range(payload)
                 except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
                     trace.undecodable += 1

@@ -4,6 +4,7 @@
   ``WebSpec``, ``ProcessSpec``) and ``lapcast_argv``, the one builder of ``python -m lapcast ...``;
 * ``broker``: what the supervisor needs of a broker (``Broker``, ``BrokerSpec``), with
   ``MosquittoSpec`` and ``ExternalBroker``; ``mosquitto``: the Mosquitto process;
+* ``nats``: ``NatsClusterSpec``, a NATS cluster speaking MQTT 3.1.1 (``NatsCluster``);
 * ``process``: one child (own session, tethered, log file, reaped with CPU and peak memory);
 * ``tether``: children that die with their parent, even by SIGKILL;
 * ``supervisor``: starts a topology in its one order, names a part that died, stops it all.
@@ -18,6 +19,7 @@
 
 from lapcast.topology.broker import Broker, BrokerSpec, ExternalBroker, MosquittoSpec
 from lapcast.topology.mosquitto import MosquittoProcess
+from lapcast.topology.nats import NatsCluster, NatsClusterSpec
 from lapcast.topology.process import Child, Usage, stop_popen, vm_hwm_mb
 from lapcast.topology.spec import (
     BoardSpec,
@@ -40,6 +42,8 @@ __all__ = [
     "ExternalBroker",
     "MosquittoProcess",
     "MosquittoSpec",
+    "NatsCluster",
+    "NatsClusterSpec",
     "PartDied",
     "ProcessSpec",
     "Supervisor",

@@ -4,8 +4,8 @@ A ``BrokerSpec`` is the data (``MosquittoSpec``, ``ExternalBroker``); ``create(w
 gives the ``Broker`` that runs. A broker is started and stopped, tells its URLs (a
 cluster has several; clients take the first or rotate through them all), and shows
 its processes, so the supervisor can watch them, name one that died and show its log.
-Adding a kind of broker (a NATS cluster, say) is a spec and a broker class in a
-module of their own; the supervisor does not change.
+Adding a kind of broker is a spec and a broker class in a module of their own
+(``nats.py``: ``NatsClusterSpec``, three NATS nodes); the supervisor does not change.
 """
 
 from __future__ import annotations

@@ -6,22 +6,44 @@ looking at them, so a publish the ACL refused would pass for a success.
 drops is recovered by ``workarounds.AckRecordingClient``). A ``BrokerError`` is
 final (wrong password, not authorized, untrusted certificate): the reconnect loop
 (``reconnect.py``) retries ``aiomqtt.MqttError`` and gives up on ``BrokerError``.
+
+The protocol profile lives here too. Under ``--mqtt-version auto`` a broker that
+refuses v5 (CONNACK 0x84: NATS) or closes the connection on a v5 CONNECT (RabbitMQ)
+is asked again at once in MQTT 3.1.1, and 3.1.1 is used from then on. Under 3.1.1,
+``subscribe`` drops the v5-only subscription options (noLocal, retain-as-published)
+and ``publish`` the properties; ``mqtt_v311`` tells a caller which profile it is in,
+so that it carries in the payload what v5 carries in properties.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
+import structlog
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from simulator.errors import BrokerError
-from simulator.mqtt.settings import ENV_CA_FILE, ENV_PASSWORD, ENV_USERNAME
+from simulator.mqtt.settings import (
+    ENV_CA_FILE,
+    ENV_MQTT_VERSION,
+    ENV_PASSWORD,
+    ENV_USERNAME,
+    v311_kwargs,
+)
 from simulator.mqtt.workarounds import AckRecordingClient
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from simulator.mqtt.settings import BrokerSettings
+
+log = structlog.get_logger()
 
 __all__ = ["CheckedClient", "check_puback", "check_suback", "is_final"]
 
@@ -83,6 +105,28 @@ def _reason_text(code: Any) -> str:
     return {0x80: "refused", 0x87: "not authorized"}.get(int(code), "refused")
 
 
+def _v311_filters(topic: Any, qos: int) -> Any:
+    """A subscription in 3.1.1 terms: each ``SubscribeOptions`` becomes its QoS."""
+    if isinstance(topic, list):
+        return [(t[0], t[1].QoS if isinstance(t[1], SubscribeOptions) else t[1])
+                if isinstance(t, tuple) else t for t in topic]
+    if isinstance(topic, tuple) and isinstance(topic[1], SubscribeOptions):
+        return (topic[0], topic[1].QoS)
+    return topic
+
+
+def _refused_v5(exc: aiomqtt.MqttError) -> bool:
+    """A v5 CONNECT the broker would not take: CONNACK 0x84 (or 3.1.1's code 1), or the
+    connection closed or timed out after TCP was up (RabbitMQ closes it without a
+    CONNACK). A refused TCP connection is no answer about the protocol."""
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        value = rc.value if isinstance(rc, ReasonCode) else int(rc or 0)
+        return value in (0x84, 1)
+    cause = exc.__cause__ or exc.__context__
+    return not isinstance(cause, OSError | ssl.SSLError)
+
+
 def _topic_names(topic: Any) -> list[str]:
     """The topic filters of any form ``aiomqtt.Client.subscribe`` accepts."""
     if isinstance(topic, str):
@@ -130,12 +174,61 @@ class CheckedClient(AckRecordingClient):
     * ``subscribe``: a refused filter in the SUBACK raises ``BrokerError``.
     """
 
-    def __init__(self, *args: Any, broker: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, broker: str = "", settings: BrokerSettings | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.broker = broker or f"{kwargs.get('hostname', '?')}:{kwargs.get('port', '?')}"
         self._tls = kwargs.get("tls_context") is not None
+        self._settings = settings
+        self._kwargs = kwargs
+        # MQTT 3.1.1: no properties, no subscription options, no reason codes.
+        self.mqtt_v311 = kwargs.get("protocol") == aiomqtt.ProtocolVersion.V311
 
     async def __aenter__(self) -> Self:
+        settings = self._settings
+        try:
+            entered = await self._connect()
+        except aiomqtt.MqttError as exc:
+            if settings is not None and not isinstance(exc, BrokerError):
+                settings.route.failed = True
+            raise
+        if settings is not None and settings.mqtt_version == "auto" \
+                and settings.route.protocol is None:
+            settings.route.protocol = "3.1.1" if self.mqtt_v311 else "5"
+            log.info("MQTT protocol chosen", version=settings.route.protocol,
+                     broker=self.broker)
+        return entered
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._settings is not None and isinstance(exc, aiomqtt.MqttError):
+            self._settings.route.failed = True  # lost: the next connection tries the next node
+        await super().__aexit__(exc_type, exc, tb)
+
+    async def _connect(self) -> Self:
+        settings = self._settings
+        try:
+            return await self._checked_connect()
+        except (aiomqtt.MqttError, BrokerError) as exc:
+            # 0x84 arrives as the BrokerError it would be under --mqtt-version 5.
+            cause = exc.__cause__ if isinstance(exc, BrokerError) else exc
+            if (settings is None or settings.mqtt_version != "auto" or self.mqtt_v311
+                    or settings.route.protocol == "5"
+                    or not isinstance(cause, aiomqtt.MqttError) or not _refused_v5(cause)):
+                raise
+            log.info("the broker refused MQTT v5; trying 3.1.1", broker=self.broker,
+                     error=str(exc))
+            # aiomqtt fixes the protocol when the client is built: build it again.
+            kwargs = v311_kwargs(self._kwargs)
+            AckRecordingClient.__init__(self, **kwargs)
+            self._kwargs = kwargs
+            self.mqtt_v311 = True
+            entered = await self._checked_connect()
+            settings.route.protocol = "3.1.1"
+            log.info("MQTT protocol chosen", version="3.1.1", broker=self.broker)
+            return entered
+
+    async def _checked_connect(self) -> Self:
         try:
             return await super().__aenter__()
         except MqttConnectError as exc:
@@ -146,6 +239,11 @@ class CheckedClient(AckRecordingClient):
                 if value in (0x86, 0x87):
                     hint = (f": check the username and password (--username/--password or "
                             f"${ENV_USERNAME}/${ENV_PASSWORD})")
+                elif value == 0x84:
+                    hint = (": this broker does not speak MQTT "
+                            f"{'3.1.1' if self.mqtt_v311 else 'v5'}; try --mqtt-version "
+                            f"{'5' if self.mqtt_v311 else '3.1.1'} or auto "
+                            f"(${ENV_MQTT_VERSION})")
                 raise BrokerError(f"{self.broker} refused the connection: "
                                   f"{_FINAL_CONNACK[value]} (reason code 0x{value:02X}){hint}"
                                   ) from exc
@@ -181,6 +279,8 @@ class CheckedClient(AckRecordingClient):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
+        if self.mqtt_v311:
+            properties = None  # carried in the payload by the caller (the envelope)
         limit = self.max_packet_size
         body = _payload_size(payload) if limit is not None else 0
         if limit is not None and body + len(topic) + _PROPERTIES_ROOM > limit:
@@ -205,7 +305,19 @@ class CheckedClient(AckRecordingClient):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> tuple[int, ...] | list[ReasonCode]:
+        if self.mqtt_v311:
+            topic, options, properties = _v311_filters(topic, qos), None, None
+            if isinstance(topic, tuple):
+                topic, qos = topic
         codes = await super().subscribe(topic, qos, options, properties, *args,
                                         timeout=timeout, **kwargs)
-        check_suback(_topic_names(topic), codes)
+        try:
+            check_suback(_topic_names(topic), codes)
+        except BrokerError as exc:
+            if not self.mqtt_v311:
+                raise
+            # A 3.1.1 SUBACK says 0x80 and nothing more: NATS answers so while its
+            # JetStream recovers from a node's death, as well as for an ACL refusal. So
+            # it is retried (the reconnect loop logs it each time), not final.
+            raise aiomqtt.MqttError(f"{exc} (MQTT 3.1.1 gives no reason: retrying)") from exc
         return codes

@@ -42,13 +42,24 @@ _encoder: Final = msgspec.json.Encoder()
 
 
 def _reply(epoch: int, lines: list[bytes], *, final: bool, last_seq: int,
-           current_epoch: int, error: str | None = None, log_id: str = "") -> bytes:
+           current_epoch: int, error: str | None = None, log_id: str = "",
+           correlation: str | None = None) -> bytes:
     # The lines are already the events' JSON: msgspec.Raw splices them in untouched
     # (the encoder does not type-check, so a list of Raw stands for list[Event]).
     events: Any = [msgspec.Raw(line) for line in lines]
     return _encoder.encode(CatchupReply(epoch=epoch, events=events, final=final,
                                         last_seq=last_seq, current_epoch=current_epoch,
-                                        error=error, log_id=log_id))
+                                        error=error, log_id=log_id,
+                                        correlation=correlation))
+
+
+def _in_payload(payload: bytes) -> tuple[str | None, str | None]:
+    """MQTT 3.1.1: the reply topic and correlation a request carries in its payload."""
+    try:
+        request = decode_catchup_request(payload)
+    except ContractError:
+        return None, None
+    return request.reply_to, request.correlation
 
 
 class CatchupService:
@@ -68,14 +79,15 @@ class CatchupService:
         self.chunk_events = chunk_events
         self.requests_served = 0
 
-    def replies(self, payload: bytes) -> Iterator[bytes]:
-        """The encoded reply chunks to one request payload, in order."""
+    def replies(self, payload: bytes, correlation: str | None = None) -> Iterator[bytes]:
+        """The encoded reply chunks to one request payload, in order; ``correlation``
+        (MQTT 3.1.1: from the request's payload) is repeated in every chunk."""
         current = self.current_epoch()
         try:
             request = decode_catchup_request(payload)
         except ContractError as exc:  # names the message: "catch-up request: ..."
             yield _reply(0, [], final=True, last_seq=0, current_epoch=current,
-                         log_id=self.log_id, error=f"bad {exc}")
+                         log_id=self.log_id, correlation=correlation, error=f"bad {exc}")
             return
         journal = self.journal
         if request.epoch not in journal.index.epochs and request.epoch != current:
@@ -83,7 +95,7 @@ class CatchupService:
             held = (f"epoch {known[0]}" if len(known) == 1
                     else f"epochs {known[0]}..{known[-1]}" if known else "no epoch yet")
             yield _reply(request.epoch, [], final=True, last_seq=0, current_epoch=current,
-                         log_id=self.log_id,
+                         log_id=self.log_id, correlation=correlation,
                          error=f"unknown epoch {request.epoch} (the journal holds {held})")
             return
         last = journal.last_seq(request.epoch)
@@ -91,14 +103,14 @@ class CatchupService:
         seq = request.from_seq
         if seq > to_seq:
             yield _reply(request.epoch, [], final=True, last_seq=last, current_epoch=current,
-                         log_id=self.log_id)
+                         log_id=self.log_id, correlation=correlation)
             return
         while seq <= to_seq:
             stop = min(seq + self.chunk_events - 1, to_seq)
             lines = journal.read(request.epoch, seq, stop)
             seq = stop + 1
             yield _reply(request.epoch, lines, final=seq > to_seq, last_seq=last,
-                         current_epoch=current, log_id=self.log_id)
+                         current_epoch=current, log_id=self.log_id, correlation=correlation)
 
     async def handle(self, client: Any, message: Any) -> str:
         """Answer one request message (an ``aiomqtt.Message``) on its response topic.
@@ -108,6 +120,12 @@ class CatchupService:
         """
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None) if props else None
+        payload = message.payload if isinstance(message.payload, bytes) else bytes(
+            message.payload or b"")
+        in_payload: str | None = None
+        if not response_topic:  # MQTT 3.1.1: in the request itself
+            response_topic, in_payload = _in_payload(payload)
+            in_payload = in_payload or ""
         if not response_topic:
             log.warning("catch-up request without a response topic ignored",
                         topic=str(message.topic))
@@ -121,10 +139,8 @@ class CatchupService:
         correlation = getattr(props, "CorrelationData", None)
         if correlation is not None:
             out.CorrelationData = correlation
-        payload = message.payload if isinstance(message.payload, bytes) else bytes(
-            message.payload or b"")
         chunks = 0
-        replies = self.replies(payload)
+        replies = self.replies(payload, in_payload)
         while True:
             try:
                 chunk = next(replies, None)
@@ -132,7 +148,8 @@ class CatchupService:
                 log.exception("catch-up request failed")
                 chunk = _reply(0, [], final=True, last_seq=0,
                                current_epoch=self.current_epoch(),
-                               error=f"internal error: {exc}", log_id=self.log_id)
+                               error=f"internal error: {exc}", log_id=self.log_id,
+                               correlation=in_payload)
                 replies = iter(())
             if chunk is None:
                 break

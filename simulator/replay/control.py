@@ -5,6 +5,11 @@
 ``{"command": "seek", "to": "1:00:00"}`` (``H:MM:SS[.fff]``, seconds as text, or an
 integer of milliseconds).
 
+Any command may carry ``"issued_at"``: when it was sent, wall-clock ms since the epoch.
+One older than ``MAX_AGE_MS`` is rejected as stale: MQTT 3.1.1 clears the retain flag
+of a message forwarded live, so a retained command cannot always be told by its flag
+(v5's retain-as-published) and is told by its age instead.
+
 ``parse_command`` turns a payload into a command or a ``Rejection`` with a reason a
 person can act on. The engine checks what depends on its state (a seek past the end)
 and rejects that the same way; a rejected command changes nothing.
@@ -12,6 +17,7 @@ and rejects that the same way; a rejected command changes nothing.
 
 from __future__ import annotations
 
+import time
 from typing import Final, TypeAlias
 
 import msgspec
@@ -23,6 +29,7 @@ from simulator.timefmt import parse_duration
 
 __all__ = [
     "COMMAND_NAMES",
+    "MAX_AGE_MS",
     "Command",
     "Pause",
     "Rejection",
@@ -116,8 +123,12 @@ def _name_of(payload: bytes) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def parse_command(payload: bytes) -> Command | Rejection:
-    """Decode and validate one control payload."""
+# A command issued longer ago than this is stale (clocks of one site agree to well under).
+MAX_AGE_MS: Final = 5_000
+
+
+def parse_command(payload: bytes, *, now_ms: int | None = None) -> Command | Rejection:
+    """Decode and validate one control payload (``now_ms``: the wall clock, for tests)."""
     name = _name_of(payload)
     try:
         wire = contract.decode_control(payload)
@@ -136,6 +147,11 @@ def parse_command(payload: bytes) -> Command | Rejection:
                              reason=f"unknown command {shown(name)} (expected one "
                              f"of {', '.join(COMMAND_NAMES)})")
         return Rejection(command=name, reason=f"invalid {name} command: {exc}")
+    if wire.issued_at is not None:
+        age = (time.time_ns() // 1_000_000 if now_ms is None else now_ms) - wire.issued_at
+        if age > MAX_AGE_MS:
+            return Rejection(command=name, reason=f"stale: issued {age / 1000:.1f} s ago "
+                             f"(a command older than {MAX_AGE_MS // 1000} s is ignored)")
     try:
         match wire:
             case contract.SpeedCommand(factor=factor):

@@ -13,7 +13,9 @@ once the journal has flushed the events it carries (``WriteAhead``), so nothing
 goes on the wire that the journal lacks.
 
 Every message carries the MQTT v5 user property ``published_at_ns`` (the wall clock,
-``time.time_ns()``, when it was handed to the client) for latency measurements.
+``time.time_ns()``, when it was handed to the client) for latency measurements; under
+MQTT 3.1.1 (no properties) the message goes out in the contract's ``Enveloped``
+instead, the stamp beside the message's bytes (the journal keeps the bare event).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Delivery:
         self._queued: list[Outgoing] = []  # sent, not yet launched (journal not flushed)
         self.resent = 0  # messages published again after a reconnect
         self._client: Any = None
+        self._v311 = False
         self._tg: asyncio.TaskGroup | None = None
         self._slots = asyncio.Semaphore(window)
         self._drained = asyncio.Event()
@@ -102,6 +105,8 @@ class Delivery:
         """Publish through ``client``; publish tasks live in ``tg`` (one per connection)."""
         self._client = client
         self._tg = tg
+        # MQTT 3.1.1: the stamp travels in an envelope (CheckedClient.mqtt_v311).
+        self._v311 = bool(getattr(client, "mqtt_v311", False))
         self._queued = []  # resend() publishes every pending message
         # A fresh window: the slots of the tasks the old connection cancelled are void.
         self._slots = asyncio.Semaphore(self.window)
@@ -194,11 +199,16 @@ class Delivery:
         return True
 
     async def _publish(self, client: Any, slots: asyncio.Semaphore, item: Outgoing) -> None:
-        props = PublishedAt(time.time_ns())
+        payload: bytes = item.payload
+        props: PublishedAt | None = PublishedAt(time.time_ns())
+        if self._v311:
+            assert props is not None
+            payload = contract.envelope(payload, props.ns, contract.sniff_encoding(payload))
+            props = None
         try:
             # No timeout: a lost connection ends the engine's reader loop, which
             # cancels this task; a timeout would only add a timer per message.
-            await client.publish(self.topic, item.payload, qos=1, properties=props,
+            await client.publish(self.topic, payload, qos=1, properties=props,
                                  timeout=math.inf)
         finally:
             slots.release()
