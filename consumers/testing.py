@@ -30,6 +30,7 @@ from lapcast.topology import Child, ConsumerSpec, stop_popen
 from simulator import topics
 from simulator.connection import parse_broker_url
 from simulator.contract import PUBLISHED_AT, Batch, EngineState, EngineStatus, Event, encode
+from simulator.mqtt.payload import payload_bytes
 
 __all__ = [
     "TestPublisher",
@@ -152,8 +153,8 @@ async def wait_for(
         async with asyncio.timeout(timeout), client:
             await client.subscribe(topic, qos=1)
             async for message in client.messages:
-                payload = message.payload
-                if not isinstance(payload, bytes | bytearray) or not payload:
+                payload = payload_bytes(message)
+                if not payload:
                     continue
                 last = msgspec.json.decode(payload)
                 if predicate(last):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+import msgspec
 import pytest
 from rich.console import Console
 from rich.style import Style
@@ -19,9 +19,19 @@ from rich.style import Style
 from lapcast.board.live import BoardSettings, draw
 from lapcast.board.render import render_board
 from lapcast.board.store import BoardSnapshot, BoardStore
+from lapcast.board.views import STATE_VIEWS
 from lapcast.mosquitto import MosquittoProcess, free_port
 from simulator import topics
-from simulator.contract import Entry, SessionStarted, encode
+from simulator.contract import (
+    ConsumerHealth,
+    ConsumerLost,
+    EngineLost,
+    EngineStatus,
+    Entry,
+    SessionStarted,
+    StateDocument,
+    encode,
+)
 
 SESSION = "t-board"
 
@@ -88,12 +98,15 @@ POLES = {
 }
 
 CHAMPIONSHIP = {
-    "name": "Hypercar drivers", "class": "HYPERCAR", "pole_car": "8",
+    "name": "Hypercar drivers", "class": "HYPERCAR", "pole_car": "8", "rounds_remaining": 0,
+    "session_kind": "qualifying",
     "standings": [
         {"position": 1, "car": "8", "name": "Buemi / Hartley / Hirakawa", "points_before": 133,
-         "pole_points": 1, "race_points": 0, "points": 134, "places": [2, 2]},
+         "pole_points": 1, "race_position": None, "race_points": 0, "points": 134,
+         "places": [2, 2], "published": True},
         {"position": 2, "car": "7", "name": "Conway / Kobayashi / López", "points_before": 118,
-         "pole_points": 0, "race_points": 0, "points": 118, "places": [3, 1]},
+         "pole_points": 0, "race_position": None, "race_points": 0, "points": 118,
+         "places": [3, 1], "published": True},
     ],
     "contenders": [],
     "clinch": ["#8 is champion with 3rd place even if #7 wins (157 to 156)"],
@@ -112,10 +125,12 @@ def meta() -> bytes:
 
 
 def stamped(projection: str, state: Any, *, seq: int = 60, epoch: int = 1) -> bytes:
-    return json.dumps({
-        "projection": projection, "session_id": SESSION, "epoch": epoch, "seq": seq,
-        "session_time_ms": 600_000, "published_at_ns": 1, "state": state,
-    }).encode()
+    """A whole state document; the view is checked against the projection's own type."""
+    return encode(StateDocument(
+        projection=projection, session_id=SESSION, epoch=epoch, seq=seq,
+        session_time_ms=600_000, published_at_ns=1,
+        state=msgspec.convert(state, STATE_VIEWS[projection]),
+    ))
 
 
 def running(rows: list[dict[str, Any]] = ROWS, **fields: Any) -> dict[str, Any]:
@@ -124,11 +139,24 @@ def running(rows: list[dict[str, Any]] = ROWS, **fields: Any) -> dict[str, Any]:
 
 
 def status(**fields: Any) -> bytes:
-    doc = {"state": "running", "session_id": SESSION, "epoch": 1, "last_seq": 63,
-           "total_events": 400, "session_time_ms": 612_345, "end_ms": 1_200_000,
-           "speed": 200.0, "lag_ms": 2, "events_published": 63}
+    """A whole engine status, as the engine writes it."""
+    doc: dict[str, Any] = {
+        "state": "running", "session_id": SESSION, "epoch": 1, "last_seq": 63,
+        "total_events": 400, "session_time_ms": 612_345, "end_ms": 1_200_000,
+        "speed": 200.0, "lag_ms": 2, "events_published": 63, "batch": 1, "encoding": "json"}
     doc.update(fields)
-    return json.dumps(doc).encode()
+    return encode(EngineStatus(**doc))
+
+
+def health(consumer: str, **fields: Any) -> bytes:
+    """A whole consumer health report, the figures not given zero."""
+    doc: dict[str, Any] = {
+        "consumer": consumer, "session_id": SESSION, "client_id": f"lapcast-{consumer}",
+        "state": "live", "events_applied": 0, "epoch": 1, "last_seq": 0, "head_epoch": 1,
+        "head_seq": 0, "lag_events": 0, "lag_ms": 0, "pending": 0, "dead_letters": 0,
+        "refused": 0, "duplicates": 0, "catchups": 0, "reconnects": 0, "checkpoints": 0}
+    doc.update(fields)
+    return encode(ConsumerHealth(**doc))
 
 
 def topic(rest: str) -> str:
@@ -367,8 +395,20 @@ class TestBoardStore:
         assert store.snapshot().finished
         store.offer(topic("status"), status(state="finished", last_seq=61))
         assert not store.snapshot().finished
-        store.offer(topic("status"), status(state="lost"))
+        store.offer(topic("status"), status(state="lost", reason="broker gone"))
         assert not store.snapshot().finished
+        store.offer(topic("status"), encode(EngineLost(state="lost")))
+        assert not store.snapshot().finished
+
+    def test_engine_lost_will(self) -> None:
+        """The engine's bare last will: "engine lost", no speed, lag or board behind."""
+        store = full_store()
+        store.offer(topic("status"), encode(EngineLost(state="lost")))
+        second = text_of(store.snapshot()).splitlines()[1]
+        assert "engine lost" in second
+        assert " at " not in second and "lag" not in second and "behind" not in second
+        # The clock falls back to the running order's.
+        assert "clock 0:10:00.000" in second
 
     def test_engine_error_shows_its_reason(self) -> None:
         """An engine whose journal failed says ``error`` with the reason, in red."""
@@ -385,10 +425,16 @@ class TestBoardStore:
         """Each consumer's health shows on the board, a lost one in red."""
         store = full_store()
         store.offer(topic("consumers/class-poles/status"),
-                    b'{"state":"live","last_seq":60,"lag_events":0,"dead_letters":2}')
-        store.offer(topic("consumers/championship/status"), b'{"state":"lost"}')
+                    health("class-poles", last_seq=60, dead_letters=2))
+        store.offer(topic("consumers/running-order/status"),
+                    health("running-order", last_seq=58, lag_events=2))
+        store.offer(topic("consumers/championship/status"), encode(ConsumerLost(
+            state="lost", consumer="championship", session_id=SESSION,
+            client_id="lapcast-championship")))
         text = text_of(store.snapshot())
         assert "class-poles seq 60 dead 2" in text
+        assert "running-order seq 58 lag 2" in text
+        assert "consumers championship  class-poles" in text  # a last will: no figures
         assert [s.color.name for s in styles_of(store.snapshot(), "championship") if s.color
                 and s.color.name == "red"]
 

@@ -15,15 +15,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.subscribe
 import pytest
 
 from consumers.testing import consumer_process, stop_process
 from lapcast.board.keys import QUIT, commands_for
-from lapcast.board.views import EngineStatus
 from lapcast.mosquitto import MosquittoProcess
 from simulator import topics
+from simulator.contract import EngineLost, EngineStatus
 
 REPO = Path(__file__).resolve().parents[1]
 QUALIFYING = REPO / "scenarios" / "wec-2023-bahrain-qualifying.toml"
@@ -142,15 +143,24 @@ class TestBoardFit:
             terminal.kill()
 
 
+def engine(**fields: Any) -> EngineStatus:
+    """A whole engine status, the figures not given zero."""
+    doc: dict[str, Any] = {
+        "state": "running", "session_id": "keys", "epoch": 1, "last_seq": 0,
+        "total_events": 0, "session_time_ms": 0, "end_ms": 0, "speed": 1.0, "lag_ms": 0,
+        "events_published": 0, "batch": 1, "encoding": "json"}
+    doc.update(fields)
+    return EngineStatus(**doc)
+
+
 class TestCommandsForKeys:
     """The replay's keys, as control commands from the status the board shows."""
 
     def test_each_key(self) -> None:
         """Space toggles, + and - double and halve, arrows seek ±1/±10 min within the session."""
-        status = EngineStatus(state="running", speed=4.0, session_time_ms=120_000,
-                              end_ms=700_000)
+        status = engine(state="running", speed=4.0, session_time_ms=120_000, end_ms=700_000)
         assert commands_for(b" ", status) == [{"command": "pause"}]
-        assert commands_for(b" ", EngineStatus(state="paused")) == [{"command": "resume"}]
+        assert commands_for(b" ", engine(state="paused")) == [{"command": "resume"}]
         assert commands_for(b"+-", status) == [{"command": "speed", "factor": 8.0},
                                                {"command": "speed", "factor": 4.0}]
         assert commands_for(b"\x1b[C\x1b[D", status) == [{"command": "seek", "to": 180_000},
@@ -158,9 +168,17 @@ class TestCommandsForKeys:
         assert commands_for(b"\x1b[B", status) == [{"command": "seek", "to": 0}]
         assert commands_for(b"\x1b[A\x1b[A", status) == [{"command": "seek", "to": 700_000},
                                                          {"command": "seek", "to": 700_000}]
-        assert commands_for(b"-", EngineStatus(state="running", speed="max")) == [
+        assert commands_for(b"-", engine(state="running", speed="max")) == [
             {"command": "speed", "factor": 1024.0}]
         assert commands_for(b"q", status) == [QUIT]
+
+    def test_keys_before_a_status_and_after_the_last_will(self) -> None:
+        """No status yet: 1x from 0. The engine's last will: speed and clock unknown."""
+        assert commands_for(b" +", None) == [{"command": "pause"},
+                                             {"command": "speed", "factor": 2.0}]
+        lost = EngineLost(state="lost")
+        assert commands_for(b"+-\x1b[C", lost) == [{"command": "speed", "factor": 1024.0},
+                                                    {"command": "seek", "to": 60_000}]
 
 
 class TestBoardControl:

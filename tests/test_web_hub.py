@@ -13,31 +13,44 @@ import msgspec
 from starlette.testclient import TestClient
 
 from consumers.testing import stop_process
+from lapcast.board.views import STATE_VIEWS
 from lapcast.mosquitto import MosquittoProcess
 from lapcast.web.app import Broadcast, WebSettings, build_app
 from lapcast.web.hub import WebHub
 from simulator import topics
+from simulator.contract import EngineStatus, Rejection, StateDocument, encode
 
 SESSION = "hub-test"
 
 
 def state(name: str, seq: int, view: Any, *, epoch: int = 1) -> tuple[str, bytes]:
-    doc = {"projection": name, "session_id": SESSION, "epoch": epoch, "seq": seq,
-           "session_time_ms": seq * 1000, "state": view}
-    return topics.state(SESSION, name), msgspec.json.encode(doc)
+    """A whole state document; the view is checked against the projection's own type."""
+    doc = StateDocument(projection=name, session_id=SESSION, epoch=epoch, seq=seq,
+                        session_time_ms=seq * 1000, published_at_ns=1,
+                        state=msgspec.convert(view, STATE_VIEWS[name]))
+    return topics.state(SESSION, name), encode(doc)
 
 
 def order(*rows: dict[str, Any], flag: str = "GREEN") -> dict[str, Any]:
-    return {"session_kind": "race", "flag": flag, "classes": ["HYPERCAR"], "rows": list(rows)}
+    return {"session_kind": "race", "session_time_ms": 0, "flag": flag, "chequered": False,
+            "finished": False, "classes": ["HYPERCAR"], "rows": list(rows)}
 
 
 def row(car: str, position: int, laps: int) -> dict[str, Any]:
+    """A whole running-order row, the figures not given empty."""
     return {"car": car, "position": position, "class_position": position, "class": "HYPERCAR",
-            "laps": laps}
+            "team": "", "manufacturer": "", "driver": "", "status": "running", "laps": laps,
+            "elapsed_ms": None, "gap_ms": None, "gap_laps": 0, "interval_ms": None,
+            "interval_laps": 0, "class_gap_ms": None, "class_gap_laps": 0,
+            "class_interval_ms": None, "class_interval_laps": 0, "best_lap_ms": None,
+            "best_lap": None, "last_lap_ms": None, "last_lap": None, "last_lap_marker": "",
+            "sector_bests_ms": [], "sector_markers": [], "last_sectors_ms": [],
+            "last_sector_markers": [], "pit_stops": 0, "in_pit": False, "penalty_ms": 0}
 
 
 def chart(rows: dict[str, list[list[Any]]]) -> dict[str, Any]:
     return {"session_kind": "race", "window": 1,
+            "columns": ["lap", "position", "class_position", "gap_ms", "interval_ms"],
             "rows": [{"car": car, "class": "HYPERCAR", "laps": laps}
                      for car, laps in rows.items()]}
 
@@ -123,10 +136,19 @@ class TestLapHistory:
     def test_rejections_reach_the_page(self) -> None:
         """The engine's answer to a refused command goes out once, with its reason."""
         hub = WebHub(SESSION)
-        status = {"state": "running", "rejected": {"command": "seek", "reason": "past the end"}}
-        hub.offer(topics.status(SESSION), msgspec.json.encode(status))
+        status = EngineStatus(
+            state="running", session_id=SESSION, epoch=1, last_seq=0, total_events=0,
+            session_time_ms=0, end_ms=0, speed=1.0, lag_ms=0, events_published=0, batch=1,
+            encoding="json", rejected=Rejection(command="seek", reason="past the end"))
+        hub.offer(topics.status(SESSION), encode(status))
         delta = hub.flush()
         assert delta is not None and delta["rejected"]["reason"] == "past the end"
+        # The page gets the status's keys as before: null where the status has no value.
+        page = delta["set"]["status"]
+        assert page["reason"] is None and page["rejected"] == {"command": "seek",
+                                                              "reason": "past the end"}
+        assert set(page) == {"state", "session_time_ms", "end_ms", "speed", "lag_ms", "epoch",
+                             "last_seq", "total_events", "rejected", "reason"}
 
 
 class TestControlDoor:

@@ -24,9 +24,9 @@ import msgspec
 import structlog
 
 from lapcast.board.store import BoardStore
-from lapcast.board.views import EngineStatus
 from simulator import topics
 from simulator.connection import BrokerSettings
+from simulator.contract import EngineLost, EngineStatus
 
 __all__ = ["QUIT", "commands_for", "control_keys"]
 
@@ -40,12 +40,19 @@ _ARROWS: Final = {b"C": SEEK_SMALL_MS, b"D": -SEEK_SMALL_MS, b"A": SEEK_LARGE_MS
                   b"B": -SEEK_LARGE_MS}
 
 
-def commands_for(data: bytes, status: EngineStatus | None) -> list[dict[str, Any]]:
-    """The commands one read of keys asks for (``QUIT`` for ``q``)."""
+def commands_for(data: bytes, status: EngineStatus | EngineLost | None) -> list[dict[str, Any]]:
+    """The commands one read of keys asks for (``QUIT`` for ``q``).
+
+    With no status yet the engine is taken as running at 1x from 0; after its last will
+    (``EngineLost``) its speed is unknown (``-`` starts from the slowest-from-max).
+    """
     out: list[dict[str, Any]] = []
+    live = status if isinstance(status, EngineStatus) else None
     paused = status is not None and status.state == "paused"
-    speed = status.speed if status is not None else 1.0
-    clock = (status.session_time_ms or 0) if status is not None else 0
+    speed: float | str | None = (live.speed if live is not None
+                                 else 1.0 if status is None else None)
+    clock = live.session_time_ms if live is not None else 0
+    end_ms = live.end_ms if live is not None else None
     i = 0
     while i < len(data):
         key = data[i:i + 1]
@@ -60,8 +67,8 @@ def commands_for(data: bytes, status: EngineStatus | None) -> list[dict[str, Any
             out.append({"command": "speed", "factor": speed})
         elif key == b"\x1b" and data[i + 1:i + 2] == b"[" and data[i + 2:i + 3] in _ARROWS:
             clock = max(clock + _ARROWS[data[i + 2:i + 3]], 0)
-            if status is not None and status.end_ms is not None:
-                clock = min(clock, status.end_ms)
+            if end_ms is not None:
+                clock = min(clock, end_ms)
             out.append({"command": "seek", "to": clock})
             i += 2
         elif key in (b"q", b"Q"):

@@ -27,6 +27,8 @@ from lapcast.board.store import BoardSnapshot
 from lapcast.board.views import (
     ChampionshipView,
     ClassPole,
+    ConsumerHealth,
+    EngineLost,
     EngineStatus,
     PoleChange,
     RunningOrderRow,
@@ -164,7 +166,7 @@ def _header(snap: BoardSnapshot, running: RunningOrderView | None) -> Renderable
     title.append(f"   session {snap.session_id}", style="dim")
 
     line = Text()
-    clock = status.session_time_ms if status and status.session_time_ms is not None else (
+    clock = status.session_time_ms if isinstance(status, EngineStatus) else (
         running.session_time_ms if running else None)
     line.append("clock ", style="dim")
     line.append(format_ms(clock or 0, hours=True), style="bold")
@@ -193,31 +195,34 @@ def _flag(running: RunningOrderView | None) -> str:
     return running.flag or ""
 
 
-def _engine(status: EngineStatus | None) -> Text:
+def _engine(status: EngineStatus | EngineLost | None) -> Text:
     text = Text("engine ", style="dim")
     if status is None:
         text.append("not heard yet", style="yellow")
         return text
-    text.append(status.state or "?", style=_ENGINE_STYLES.get(status.state, "bold"))
-    if status.state == "error" and status.reason:
+    text.append(status.state, style=_ENGINE_STYLES.get(status.state, "bold"))
+    if not isinstance(status, EngineStatus):
+        return text  # its last will: nothing else is known
+    if status.state == "error" and isinstance(status.reason, str) and status.reason:
         # The engine stopped publishing (its journal failed): say why, it is the story.
         text.append(f" ({status.reason})", style="red")
         return text
     if isinstance(status.speed, str):
         text.append(f" at {status.speed} speed")
-    elif status.speed is not None:
+    else:
         text.append(f" at {_number(status.speed)}x")
     return text
 
 
-def _lag(snap: BoardSnapshot, status: EngineStatus | None) -> Text:
+def _lag(snap: BoardSnapshot, status: EngineStatus | EngineLost | None) -> Text:
     """The feed's lag: the engine's behind its deadlines, the board's behind the engine."""
     text = Text()
-    if status is not None and status.lag_ms is not None:
-        text.append("   engine lag ", style="dim")
-        text.append(f"{status.lag_ms:.0f} ms")
+    if not isinstance(status, EngineStatus):
+        return text
+    text.append("   engine lag ", style="dim")
+    text.append(f"{status.lag_ms:.0f} ms")
     shown = snap.states.get("running-order")
-    if status is not None and status.last_seq is not None and shown is not None:
+    if shown is not None:
         behind = max(status.last_seq - shown.seq, 0) if shown.epoch == (status.epoch or 1) else 0
         text.append("   board behind ", style="dim")
         text.append(f"{behind} event" + ("" if behind == 1 else "s"),
@@ -444,11 +449,13 @@ def _footer(snap: BoardSnapshot) -> RenderableType | None:
         for name, health in sorted(snap.consumers.items()):
             ok = health.state not in ("lost", "stopped")
             line.append(f"{name}", style="green" if ok else "bold red")
-            detail = f" seq {health.last_seq}" if health.last_seq is not None else ""
-            if health.lag_events:
-                detail += f" lag {health.lag_events}"
-            if health.dead_letters:
-                detail += f" dead {health.dead_letters}"
+            detail = ""
+            if isinstance(health, ConsumerHealth):  # not its last will: figures to show
+                detail = f" seq {health.last_seq}"
+                if health.lag_events:
+                    detail += f" lag {health.lag_events}"
+                if health.dead_letters:
+                    detail += f" dead {health.dead_letters}"
             line.append(f"{detail}  ", style="dim")
         parts.append(line)
     if snap.connection:

@@ -9,38 +9,30 @@ renderer draws; ``version`` changes whenever the snapshot would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lapcast.board.views import (
-    ConsumerHealth,
-    EngineStatus,
-    Stamped,
-    decode_championship,
-    decode_class_poles,
-    decode_consumer_health,
-    decode_lap_chart,
-    decode_meta,
-    decode_running_order,
-    decode_status,
-)
+from lapcast.board.views import decode_projection_state
 from simulator import topics
-from simulator.contract import SessionStarted
+from simulator.contract import (
+    ConsumerHealth,
+    ConsumerLost,
+    EngineLost,
+    EngineStatus,
+    SessionStarted,
+    StateDocument,
+    decode_consumer_health,
+    decode_engine_status,
+    decode_meta,
+)
 from simulator.errors import LapcastError
 
-__all__ = ["OPTIONAL_STATES", "BoardSnapshot", "BoardStore", "board_topics"]
+__all__ = ["OPTIONAL_STATES", "BoardSnapshot", "BoardStore", "board_topics", "position"]
 
 # The states every board shows (and waits for, to call a replay finished).
-_STATE_DECODERS: dict[str, Callable[[bytes], Stamped]] = {
-    "running-order": decode_running_order,
-    "class-poles": decode_class_poles,
-    "championship": decode_championship,
-}
+_STATES: tuple[str, ...] = ("running-order", "class-poles", "championship")
 # States a board may also read when asked (``BoardStore(extra=...)``): the web page's charts.
-OPTIONAL_STATES: dict[str, Callable[[bytes], Stamped]] = {
-    "lap-chart": decode_lap_chart,
-}
+OPTIONAL_STATES: tuple[str, ...] = ("lap-chart",)
 
 # How many decode problems the board keeps to show (the newest ones).
 _MAX_PROBLEMS = 3
@@ -51,7 +43,7 @@ def board_topics(session: str, extra: tuple[str, ...] = ()) -> list[str]:
     return [
         topics.meta(session),
         topics.status(session),
-        *(topics.state(session, name) for name in (*_STATE_DECODERS, *extra)),
+        *(topics.state(session, name) for name in (*_STATES, *extra)),
         topics.consumer_status(session, "+"),
     ]
 
@@ -62,9 +54,11 @@ class BoardSnapshot:
 
     session_id: str
     meta: SessionStarted | None = None
-    status: EngineStatus | None = None
-    states: dict[str, Stamped] = field(default_factory=dict)
-    consumers: dict[str, ConsumerHealth] = field(default_factory=dict)
+    # The engine's status, or its last will (``EngineLost``).
+    status: EngineStatus | EngineLost | None = None
+    states: dict[str, StateDocument[Any]] = field(default_factory=dict)
+    # Each consumer's health, or its last will (``ConsumerLost``).
+    consumers: dict[str, ConsumerHealth | ConsumerLost] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     # Empty while connected; otherwise what is wrong with the broker connection.
     connection: str = ""
@@ -78,13 +72,18 @@ class BoardSnapshot:
     def finished(self) -> bool:
         """The engine has finished and every state shown reflects its last event."""
         status = self.status
-        if status is None or status.state != "finished" or status.last_seq is None:
+        if not isinstance(status, EngineStatus) or status.state != "finished":
             return False
         final = (status.epoch or 1, status.last_seq)
         return all(
-            name in self.states and self.states[name].position >= final
-            for name in _STATE_DECODERS
+            name in self.states and position(self.states[name]) >= final
+            for name in _STATES
         )
+
+
+def position(document: StateDocument[Any]) -> tuple[int, int]:
+    """The ``(epoch, seq)`` a state document reflects."""
+    return (document.epoch, document.seq)
 
 
 class BoardStore:
@@ -95,7 +94,7 @@ class BoardStore:
         unknown = [name for name in extra if name not in OPTIONAL_STATES]
         if unknown:
             raise LapcastError(f"no board decoder for the states {unknown}")
-        self._decoders = {**_STATE_DECODERS, **{name: OPTIONAL_STATES[name] for name in extra}}
+        self._states = frozenset((*_STATES, *extra))
         self._snapshot = BoardSnapshot(session_id=session_id)
         self._prefix = topics.session_root(session_id) + "/"
         self.version = 0
@@ -135,21 +134,21 @@ class BoardStore:
             self._snapshot = replace(snap, meta=meta)
             return True
         if rest == "status":
-            status = decode_status(payload) if payload else None
+            status = decode_engine_status(payload) if payload else None
             if status == snap.status:
                 return False
             self._snapshot = replace(snap, status=status)
             return True
-        if rest.startswith("state/") and rest[len("state/"):] in self._decoders:
+        if rest.startswith("state/") and rest[len("state/"):] in self._states:
             name = rest[len("state/"):]
             if not payload:  # a cleared retained state
                 states = {k: v for k, v in snap.states.items() if k != name}
             else:
-                stamped = self._decoders[name](payload)
+                document = decode_projection_state(name, payload)
                 shown = snap.states.get(name)
-                if shown is not None and stamped.position <= shown.position:
+                if shown is not None and position(document) <= position(shown):
                     return False  # stale or duplicate: never go backwards
-                states = {**snap.states, name: stamped}
+                states = {**snap.states, name: document}
             self._snapshot = replace(snap, states=states)
             return True
         parts = rest.split("/")

@@ -23,9 +23,9 @@ import msgspec
 
 from consumers.api import rows_of
 from consumers.projections.lap_chart import merge_rows
-from lapcast.board.store import BoardSnapshot, BoardStore, board_topics
-from lapcast.board.views import Rejected
+from lapcast.board.store import BoardSnapshot, BoardStore, board_topics, position
 from simulator import topics
+from simulator.contract import ConsumerHealth, ConsumerLost, EngineLost, EngineStatus, Rejection
 
 __all__ = ["CHART", "WebHub"]
 
@@ -35,6 +35,27 @@ _changes_decoder: Final = msgspec.json.Decoder(dict[str, Any])
 
 def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value) if value is not None else None
+
+
+# What the page reads of the engine status and of a consumer's health: every one of these
+# keys, null when the message has no such field (a last will, an unset ``reason``).
+_STATUS_KEYS: Final = ("state", "session_time_ms", "end_ms", "speed", "lag_ms", "epoch",
+                       "last_seq", "total_events", "rejected", "reason")
+_HEALTH_KEYS: Final = ("state", "last_seq", "epoch", "lag_events", "lag_ms", "dead_letters")
+
+
+def _page_status(status: EngineStatus | EngineLost | None) -> dict[str, Any] | None:
+    if status is None:
+        return None
+    plain = msgspec.to_builtins(status)
+    return {key: plain.get(key) for key in _STATUS_KEYS}
+
+
+def _page_health(health: ConsumerHealth | ConsumerLost) -> dict[str, Any]:
+    plain = msgspec.to_builtins(health)
+    page = {key: plain.get(key) for key in _HEALTH_KEYS}
+    page["dead_letters"] = page["dead_letters"] or 0
+    return page
 
 
 class _Sent:
@@ -102,8 +123,8 @@ class WebHub:
             self._merge(chart.epoch, [_plain(r) for r in chart.state.rows]
                         if chart.state is not None else [])
         status = after.status
-        if (status is not None and status is not before.status
-                and isinstance(status.rejected, Rejected)):
+        if (isinstance(status, EngineStatus) and status is not before.status
+                and isinstance(status.rejected, Rejection)):
             self._rejected.append(_plain(status.rejected))
 
     def _take_changes(self, payload: bytes) -> None:
@@ -138,8 +159,8 @@ class WebHub:
     def _others(self, snap: BoardSnapshot) -> dict[str, Any]:
         return {
             "meta": _plain(snap.meta),
-            "status": _plain(snap.status),
-            "consumers": {name: _plain(h) for name, h in snap.consumers.items()},
+            "status": _page_status(snap.status),
+            "consumers": {name: _page_health(h) for name, h in snap.consumers.items()},
             "connection": snap.connection,
             "problems": list(snap.problems),
         }
@@ -162,7 +183,7 @@ class WebHub:
             if name == CHART:
                 continue
             sent = self._sent.get(name)
-            if sent is not None and sent.stamp == stamped.position:
+            if sent is not None and sent.stamp == position(stamped):
                 continue
             shape, fields, rows = _split(_plain(stamped.state))
             entry: dict[str, Any] = {"epoch": stamped.epoch, "seq": stamped.seq,
@@ -177,7 +198,7 @@ class WebHub:
                 diff.update({k: None for k in sent.rows if k not in rows})
                 entry["rows"] = diff
             states[name] = entry
-            self._sent[name] = _Sent(stamped.position, shape, fields, rows)
+            self._sent[name] = _Sent(position(stamped), shape, fields, rows)
         for name in [n for n in self._sent if n not in snap.states]:
             del self._sent[name]
             states[name] = {"cleared": True}

@@ -27,13 +27,13 @@ from lapcast.web.hub import WebHub
 from simulator import topics
 from simulator.connection import BrokerSettings
 from simulator.errors import LapcastError
+from simulator.mqtt.backoff import Backoff
+from simulator.mqtt.payload import payload_bytes
+from simulator.mqtt.reconnect import Reconnector
 
 __all__ = ["page_url", "serve"]
 
 log = structlog.get_logger()
-
-_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-
 
 class _Link:
     """The current broker connection, for the control door (None while reconnecting)."""
@@ -43,30 +43,32 @@ class _Link:
 
 async def listen(broker: BrokerSettings, hub: WebHub, link: _Link) -> None:
     """Feed ``hub`` with the session's messages until cancelled; reconnect on loss."""
-    attempt = 0
     filters = [(topic, 1) for topic in hub.topics()]
     store = hub.store
-    while True:
-        try:
-            # A refusal (bad credentials, not authorized) raises BrokerError: not retried.
-            async with broker.client() as client:
-                await client.subscribe(filters)
-                link.client = client
-                store.set_connection("")
-                attempt = 0
+
+    def lost(exc: aiomqtt.MqttError, delay_s: float) -> None:
+        link.client = None
+        store.set_connection(f"broker unreachable ({exc}); retrying in {round(delay_s, 1):g} s")
+
+    # The one reconnect loop (as the terminal board's); never stopped: the page listens
+    # until it is cancelled.
+    reconnector = Reconnector(what="web", stop=asyncio.Event(), on_lost=lost,
+                              backoff=Backoff(min_s=0.4, max_s=5.0), log_level="info")
+
+    async def connection() -> None:
+        # A refusal (bad credentials, not authorized) raises BrokerError: not retried.
+        async with broker.client() as client:
+            await client.subscribe(filters)
+            reconnector.connected()
+            link.client = client
+            store.set_connection("")
+            try:
                 async for message in client.messages:
-                    payload = message.payload
-                    data = payload if isinstance(payload, bytes | bytearray) else (
-                        b"" if payload is None else str(payload).encode())
-                    hub.offer(str(message.topic), bytes(data))
-        except aiomqtt.MqttError as exc:
-            link.client = None
-            delay = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
-            attempt += 1
-            log.info("web lost the broker", broker=broker.describe(), error=str(exc),
-                     retry_in_s=delay)
-            store.set_connection(f"broker unreachable ({exc}); retrying in {delay:g} s")
-            await asyncio.sleep(delay)
+                    hub.offer(str(message.topic), payload_bytes(message))
+            finally:
+                link.client = None
+
+    await reconnector.run(connection)
 
 
 async def pump(hub: WebHub, broadcast: Broadcast, settings: WebSettings) -> None:

@@ -28,44 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from paho.mqtt.properties import Properties
-
 from simulator import contract
+from simulator.mqtt.workarounds import PublishedAt
 
 __all__ = ["PUBLISHED_AT", "Delivery", "Outgoing", "PublishedAt"]
 
 PUBLISHED_AT: Final = contract.PUBLISHED_AT
-_USER_PROPERTY: Final = 0x26  # MQTT v5 property identifier of a User Property
-_KEY: Final = len(PUBLISHED_AT).to_bytes(2, "big") + PUBLISHED_AT.encode()
-
-
-class PublishedAt(Properties):
-    """A PUBLISH's properties: only the user property ``published_at_ns``, packed by hand.
-
-    paho's ``Properties`` costs some 50 microseconds per message to build and pack
-    (name lookups by string munging), more than the rest of a publish; at QoS 1 and
-    thousands of messages per second that alone would cap the engine. This packs the
-    same bytes (MQTT v5 2.2.2: property length, then identifier 0x26 and a UTF-8
-    string pair); a test checks them against paho's own packing.
-    """
-
-    __setattr__ = object.__setattr__  # paho's checks every name against its table
-
-    def __init__(self, ns: int) -> None:  # paho's __init__ is the cost we avoid
-        self.ns = ns
-        value = str(ns).encode()
-        body = bytes((_USER_PROPERTY,)) + _KEY + len(value).to_bytes(2, "big") + value
-        self._packed = bytes((len(body),)) + body  # < 128 bytes: a one-byte length
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __repr__(self) -> str:
-        return f"[UserProperty : [('{PUBLISHED_AT}', '{self.ns}')]]"
-
-    __str__ = __repr__
-
-
 @dataclass(slots=True, eq=False)
 class Outgoing:
     """One MQTT message: one event, or a batch of consecutive events of one epoch."""
