@@ -245,6 +245,7 @@ class TestLargeField:
         assert p90(figures["lapcast-apply"]) < 50, figures
         assert p90(renders) < 50, figures
         assert renders[len(renders) // 2] < 15, figures
-        # The charts are drawn off the update path, at most once a second.
-        assert len(figures["lapcast-chart"]) <= 2 + on_screen, figures
+        # The charts are drawn off the update path, about once a second while on screen
+        # (one draw may slip in as the page lays out, another as the scroll lands).
+        assert len(figures["lapcast-chart"]) <= 3 + on_screen, figures
         assert errors == []

@@ -21,7 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from consumers.registry import BUILTIN
+from consumers.registry import ALL_BUILTIN
 from lapcast.cli.common import add_broker_options, broker_settings, writable_dir
 from lapcast.stress import Progress, StressReport, StressSettings, run_stress
 from simulator.synth import SynthSpec, add_synth_options, spec_from_options
@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                              "where batches are full anyway")
     parser.add_argument("--publish-ms", type=int, default=20, metavar="N",
                         help="consumers: publish the state at most every N ms (default 20)")
-    parser.add_argument("--consumers", default=",".join(BUILTIN), metavar="A,B",
-                        help=f"consumers to run (default {','.join(BUILTIN)})")
+    parser.add_argument("--consumers", default=",".join(ALL_BUILTIN), metavar="A,B",
+                        help=f"consumers to run (default {','.join(ALL_BUILTIN)})")
     parser.add_argument("--pub-messages", type=int, default=20_000, metavar="N",
                         help="mosquitto_pub baseline: N event messages (default 20000; 0 skips)")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",

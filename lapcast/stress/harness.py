@@ -39,7 +39,7 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from consumers.registry import BUILTIN, load_consumer
+from consumers.registry import ALL_BUILTIN, load_consumer
 from lapcast.stress.cost import BareCosts, CpuSampler, bare_costs
 from lapcast.stress.probe import Probe
 from lapcast.stress.recorder import (
@@ -106,7 +106,7 @@ class StressSettings:
     publish_ms: int = 20  # the consumers' coalescing interval
     window: int = 64  # the engine's
     broker: BrokerSettings | None = None  # None: a private Mosquitto
-    consumers: tuple[str, ...] = BUILTIN
+    consumers: tuple[str, ...] = ALL_BUILTIN
     workdir: Path | None = None  # None: a temporary folder, removed unless keep
     keep: bool = False
     timeout_s: float = 600.0
