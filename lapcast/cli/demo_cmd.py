@@ -7,6 +7,7 @@ from typing import Any
 
 from lapcast.cli.board_cmd import positive_fps
 from lapcast.cli.common import readable_file
+from lapcast.cli.web_cmd import port_arg
 from lapcast.demo import DEFAULT_SOURCE, DemoSettings, resolve_source, run_demo
 from simulator.connection import parse_broker_url
 from simulator.replay.control import parse_speed
@@ -21,17 +22,6 @@ def speed(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def port(text: str) -> int:
-    """A TCP port to listen on, 0 (any free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value}: a port is 0 to 65535")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -54,7 +44,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--web", action="store_true",
                         help="also serve the live timing page (lapcast web, with the replay's "
                         "controls) and print its URL")
-    parser.add_argument("--web-port", type=port, default=0, metavar="PORT",
+    parser.add_argument("--web-port", type=port_arg, default=0, metavar="PORT",
                         help="the page's port with --web (default: any free port)")
     parser.add_argument("--exit-when-done", action="store_true",
                         help="stop everything and exit once the replay has finished and the "
